@@ -1,0 +1,44 @@
+# Quickstart on a fresh Debian machine, as root:  make demo   |   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the tests drive for real: keepalived nodes, decoders to check ours against,
+# Prometheus/Alertmanager, and a headless browser.
+APT_PACKAGES := keepalived tshark tcpdump iproute2 nftables libpcap0.8 \
+	prometheus prometheus-alertmanager chromium
+
+.PHONY: test lint unit system-deps venv demo bench clean
+
+test: system-deps venv lint
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest -m "not lab"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+bench: venv
+	$(BIN)/python -m bench.decode
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

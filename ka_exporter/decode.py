@@ -1,0 +1,263 @@
+"""Captured frame in, validated VRRP advertisement (or a reason to drop it) out.
+
+Every capture path, live or replayed, funnels its bytes through `decode`, so it validates the way an
+RFC 3768/5798/9568 receiver does, returns a reason instead of raising, and reads the bytes with
+plain indexing: it runs once per packet and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import socket
+from functools import lru_cache
+from typing import NamedTuple
+
+
+class LinkType(enum.IntEnum):
+    """pcap LINKTYPE_* values of the framings we accept."""
+
+    ETHERNET = 1
+    RAW = 101
+    LINUX_SLL = 113
+    IPV4 = 228
+    IPV6 = 229
+    LINUX_SLL2 = 276
+
+
+class Reject(enum.StrEnum):
+    """Why a frame was not taken as an advertisement; the value is the metric label."""
+
+    NOT_VRRP = "not_vrrp"
+    TRUNCATED = "truncated"
+    IP_HEADER = "ip_header"
+    FRAGMENT = "fragment"
+    TTL = "ttl"
+    VERSION = "version"
+    TYPE = "type"
+    LENGTH = "length"
+    VRID = "vrid"
+    INTERVAL = "interval"
+    CHECKSUM = "checksum"
+
+
+class Checksum(enum.StrEnum):
+    """Which checksum computation validated the advert (a mixed VRID is itself a finding)."""
+
+    MESSAGE = "message"  # over the message only: VRRPv2, and VRRPv3/IPv4 per RFC 9568
+    PSEUDO_HEADER = "pseudo_header"  # pseudo-header with the real destination (RFC 5798 reading)
+    LEGACY_UNICAST = "legacy_unicast"  # keepalived <= 1.3.6 unicast: 224.0.0.18 in the pseudo-header
+
+
+class Advert(NamedTuple):
+    time: float
+    family: str  # "ipv4" | "ipv6"
+    src: str
+    dst: str
+    version: int
+    vrid: int
+    priority: int
+    interval_cs: int  # Advertisement_Interval in centiseconds, v2 seconds scaled
+    vips: tuple[str, ...]
+    auth_type: int  # VRRPv2 auth type; 0 for v3
+    auth_fingerprint: str  # keyed digest of a PASS password, "" otherwise
+    ah: bool  # carried inside an IPsec AH header (keepalived auth_type AH)
+    checksum: Checksum
+    trailer: int  # bytes after the message, e.g. keepalived 2.4's HMAC trailer
+    ttl: int
+
+    @property
+    def interval(self) -> float:
+        return self.interval_cs / 100.0
+
+
+IPV4 = "ipv4"
+IPV6 = "ipv6"
+PROTO_VRRP = 112
+PROTO_AH = 51
+_VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100))
+_IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: skipped
+_IPV6_FRAGMENT = 44
+_GROUP4 = int.from_bytes(socket.inet_aton("224.0.0.18"))
+_PROCESS_KEY = os.urandom(32)
+_ntoa = socket.inet_ntoa
+
+
+def _ntop6(b: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, b)
+
+
+@lru_cache(maxsize=1024)
+def fingerprint(secret: bytes, key: bytes = _PROCESS_KEY) -> str:
+    """A keyed digest: equal passwords give equal prints, and a print cannot be brute-forced."""
+    return hmac.new(key, secret, hashlib.sha256).hexdigest()[:12]
+
+
+def decode(
+    frame: bytes, time: float, linktype: int = LinkType.ETHERNET, key: bytes = _PROCESS_KEY
+) -> Advert | Reject:
+    n = len(frame)
+    if linktype == LinkType.ETHERNET:
+        if n < 14:
+            return Reject.TRUNCATED
+        off = 12
+        ethertype = frame[12] << 8 | frame[13]
+        while ethertype in _VLAN_TAGS:
+            off += 4
+            if n < off + 2:
+                return Reject.TRUNCATED
+            ethertype = frame[off] << 8 | frame[off + 1]
+        off += 2
+    elif linktype == LinkType.LINUX_SLL:
+        if n < 16:
+            return Reject.TRUNCATED
+        ethertype, off = frame[14] << 8 | frame[15], 16
+    elif linktype == LinkType.LINUX_SLL2:
+        if n < 20:
+            return Reject.TRUNCATED
+        ethertype, off = frame[0] << 8 | frame[1], 20
+    elif linktype in (LinkType.RAW, LinkType.IPV4, LinkType.IPV6):
+        if n < 1:
+            return Reject.TRUNCATED
+        ethertype, off = (0x86DD if frame[0] >> 4 == 6 else 0x0800), 0
+    else:
+        return Reject.NOT_VRRP
+    if ethertype == 0x0800:
+        return _ipv4(frame, off, time, key)
+    if ethertype == 0x86DD:
+        return _ipv6(frame, off, time, key)
+    return Reject.NOT_VRRP
+
+
+def _ipv4(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
+    if len(frame) < off + 20:
+        return Reject.TRUNCATED
+    b0 = frame[off]
+    ihl = (b0 & 0x0F) * 4
+    total = frame[off + 2] << 8 | frame[off + 3]
+    if b0 >> 4 != 4 or ihl < 20 or total < ihl:
+        return Reject.IP_HEADER
+    end = off + total
+    if end > len(frame) or len(frame) < off + ihl:
+        return Reject.TRUNCATED
+    proto = frame[off + 9]
+    p = off + ihl
+    ah = proto == PROTO_AH
+    if ah:
+        if end < p + 12:
+            return Reject.TRUNCATED
+        proto = frame[p]
+        p += (frame[p + 1] + 2) * 4
+    if proto != PROTO_VRRP:
+        return Reject.NOT_VRRP
+    if (frame[off + 6] << 8 | frame[off + 7]) & 0x3FFF:
+        return Reject.FRAGMENT
+    src = frame[off + 12 : off + 16]
+    dst = frame[off + 16 : off + 20]
+    return _vrrp(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key)
+
+
+def _ipv6(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
+    if len(frame) < off + 40:
+        return Reject.TRUNCATED
+    if frame[off] >> 4 != 6:
+        return Reject.IP_HEADER
+    end = off + 40 + (frame[off + 4] << 8 | frame[off + 5])
+    if end > len(frame):
+        return Reject.TRUNCATED
+    nh = frame[off + 6]
+    p = off + 40
+    while nh in _IPV6_EXT:
+        if end < p + 8:
+            return Reject.TRUNCATED
+        nh, p = frame[p], p + (frame[p + 1] + 1) * 8
+    if nh == _IPV6_FRAGMENT:
+        return Reject.FRAGMENT
+    if nh != PROTO_VRRP:
+        return Reject.NOT_VRRP
+    src = frame[off + 8 : off + 24]
+    dst = frame[off + 24 : off + 40]
+    return _vrrp(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key)
+
+
+def _vrrp(
+    frame: bytes,
+    p: int,
+    end: int,
+    family: str,
+    src: bytes,
+    dst: bytes,
+    ttl: int,
+    ah: bool,
+    time: float,
+    key: bytes,
+) -> Advert | Reject:
+    if end < p + 8:
+        return Reject.LENGTH
+    if ttl != 255:
+        return Reject.TTL
+    version = frame[p] >> 4
+    if version not in (2, 3) or (version == 2 and family == IPV6):
+        return Reject.VERSION
+    if frame[p] & 0x0F != 1:
+        return Reject.TYPE
+    count = frame[p + 3]
+    alen = 4 if family == IPV4 else 16
+    size = 8 + alen * count + (8 if version == 2 else 0)
+    if end < p + size:
+        return Reject.LENGTH
+    vrid = frame[p + 1]
+    if vrid == 0:
+        return Reject.VRID
+    interval_cs = frame[p + 5] * 100 if version == 2 else (frame[p + 4] & 0x0F) << 8 | frame[p + 5]
+    if interval_cs == 0:
+        return Reject.INTERVAL
+    total = int.from_bytes(frame[p : p + size])
+    if version == 2:
+        checksum = Checksum.MESSAGE if total % 0xFFFF == 0 else None
+    else:
+        checksum = _v3_checksum(total, family, src, dst, size)
+    if checksum is None:
+        return Reject.CHECKSUM
+    auth_type = frame[p + 4] if version == 2 else 0
+    fp = fingerprint(frame[p + size - 8 : p + size], key) if auth_type == 1 else ""
+    a = p + 8
+    if family == IPV4:
+        vips = tuple(_ntoa(frame[i : i + 4]) for i in range(a, a + 4 * count, 4))
+        src_s, dst_s = _ntoa(src), _ntoa(dst)
+    else:
+        vips = tuple(_ntop6(frame[i : i + 16]) for i in range(a, a + 16 * count, 16))
+        src_s, dst_s = _ntop6(src), _ntop6(dst)
+    return Advert(
+        time,
+        family,
+        src_s,
+        dst_s,
+        version,
+        vrid,
+        frame[p + 2],
+        interval_cs,
+        vips,
+        auth_type,
+        fp,
+        ah,
+        checksum,
+        end - p - size,
+        ttl,
+    )
+
+
+def _v3_checksum(total: int, family: str, src: bytes, dst: bytes, size: int) -> Checksum | None:
+    # The Internet checksum is the one's-complement sum of 16-bit words; since 2**16 == 1 (mod 0xFFFF)
+    # a buffer sums to 0xFFFF exactly when its value as one big integer is 0 mod 0xFFFF.
+    src_i = int.from_bytes(src)
+    if (total + src_i + int.from_bytes(dst) + size + PROTO_VRRP) % 0xFFFF == 0:
+        return Checksum.PSEUDO_HEADER
+    if family == IPV4:
+        if total % 0xFFFF == 0:
+            return Checksum.MESSAGE
+        if (total + src_i + _GROUP4 + size + PROTO_VRRP) % 0xFFFF == 0:
+            return Checksum.LEGACY_UNICAST
+    return None
