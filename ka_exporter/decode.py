@@ -95,11 +95,20 @@ def fingerprint(secret: bytes, key: bytes = _PROCESS_KEY) -> str:
     return hmac.new(key, secret, hashlib.sha256).hexdigest()[:12]
 
 
+_ETHERNET, _SLL, _SLL2 = LinkType.ETHERNET.value, LinkType.LINUX_SLL.value, LinkType.LINUX_SLL2.value
+_RAW_IP = frozenset((LinkType.RAW.value, LinkType.IPV4.value, LinkType.IPV6.value))
+_MEMO_SIZE = 4096
+# Validated adverts by (family, ttl, ah, addresses + message): a master repeats the same message
+# every interval, so the steady state skips validation and address formatting. Bounded.
+_Fields = tuple[str, str, str, int, int, int, int, tuple[str, ...], int, str, bool, Checksum, int, int]
+_memo: dict[bytes, _Fields | Reject] = {}
+
+
 def decode(
-    frame: bytes, time: float, linktype: int = LinkType.ETHERNET, key: bytes = _PROCESS_KEY
+    frame: bytes, time: float, linktype: int = _ETHERNET, key: bytes = _PROCESS_KEY
 ) -> Advert | Reject:
     n = len(frame)
-    if linktype == LinkType.ETHERNET:
+    if linktype == _ETHERNET:
         if n < 14:
             return Reject.TRUNCATED
         off = 12
@@ -110,15 +119,15 @@ def decode(
                 return Reject.TRUNCATED
             ethertype = frame[off] << 8 | frame[off + 1]
         off += 2
-    elif linktype == LinkType.LINUX_SLL:
+    elif linktype == _SLL:
         if n < 16:
             return Reject.TRUNCATED
         ethertype, off = frame[14] << 8 | frame[15], 16
-    elif linktype == LinkType.LINUX_SLL2:
+    elif linktype == _SLL2:
         if n < 20:
             return Reject.TRUNCATED
         ethertype, off = frame[0] << 8 | frame[1], 20
-    elif linktype in (LinkType.RAW, LinkType.IPV4, LinkType.IPV6):
+    elif linktype in _RAW_IP:
         if n < 1:
             return Reject.TRUNCATED
         ethertype, off = (0x86DD if frame[0] >> 4 == 6 else 0x0800), 0
@@ -156,7 +165,7 @@ def _ipv4(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
         return Reject.FRAGMENT
     src = frame[off + 12 : off + 16]
     dst = frame[off + 16 : off + 20]
-    return _vrrp(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key)
+    return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key)
 
 
 def _ipv6(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
@@ -179,10 +188,10 @@ def _ipv6(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
         return Reject.NOT_VRRP
     src = frame[off + 8 : off + 24]
     dst = frame[off + 24 : off + 40]
-    return _vrrp(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key)
+    return _memoized(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key)
 
 
-def _vrrp(
+def _memoized(
     frame: bytes,
     p: int,
     end: int,
@@ -194,6 +203,30 @@ def _vrrp(
     time: float,
     key: bytes,
 ) -> Advert | Reject:
+    memo_key = b"%c%c%c%s%s%s%s" % (len(src), ttl, ah, key, src, dst, frame[p:end])
+    fields = _memo.get(memo_key)
+    if fields is None:
+        fields = _vrrp(frame, p, end, family, src, dst, ttl, ah, key)
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[memo_key] = fields
+    if type(fields) is Reject:
+        return fields
+    return Advert(time, *fields)
+
+
+def _vrrp(
+    frame: bytes,
+    p: int,
+    end: int,
+    family: str,
+    src: bytes,
+    dst: bytes,
+    ttl: int,
+    ah: bool,
+    key: bytes,
+) -> _Fields | Reject:
+    """Validates one message; returns the Advert fields after `time`."""
     if end < p + 8:
         return Reject.LENGTH
     if ttl != 255:
@@ -230,8 +263,7 @@ def _vrrp(
     else:
         vips = tuple(_ntop6(frame[i : i + 16]) for i in range(a, a + 16 * count, 16))
         src_s, dst_s = _ntop6(src), _ntop6(dst)
-    return Advert(
-        time,
+    return (
         family,
         src_s,
         dst_s,

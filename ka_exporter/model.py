@@ -1,0 +1,372 @@
+"""The cluster as the wire shows it: per segment, family and VRID, who speaks, who is master.
+
+Pure: time enters only as an argument (advert timestamps and `advance(now)`), so live capture
+and pcap replay yield the same events, and tests need no clock. Only a master sends adverts, so
+"master" here means "keeps the advert rhythm": a router acts as master while its last non-zero
+advert is younger than `master_tolerance` intervals, and stops the moment it falls silent.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ka_exporter.decode import Advert, Checksum, Reject, decode
+
+INFINITY = float("inf")
+
+
+class Segment(NamedTuple):
+    interface: str
+    netns: str = ""  # "" is the exporter's own namespace
+
+
+class VridKey(NamedTuple):
+    segment: Segment
+    family: str
+    vrid: int
+
+
+class EventType(enum.StrEnum):
+    MASTER_ELECTED = "master_elected"
+    MASTER_CHANGED = "master_changed"
+    MASTER_LOST = "master_lost"
+    MASTER_RESIGNED = "master_resigned"
+    SPLIT_BRAIN_START = "split_brain_start"
+    SPLIT_BRAIN_END = "split_brain_end"
+    PRIORITY_CHANGED = "priority_changed"
+    ROUTER_APPEARED = "router_appeared"
+    ROUTER_SILENT = "router_silent"
+    CONFIG_MISMATCH_START = "config_mismatch_start"
+    CONFIG_MISMATCH_END = "config_mismatch_end"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    time: float
+    type: EventType
+    key: VridKey
+    addresses: tuple[str, ...]  # the routers involved; for changes the new one first
+    detail: dict[str, str | int | float] = field(default_factory=dict)
+
+
+# Mismatch flag -> positions in Router.config that must agree among a VRID's routers.
+MISMATCH_FIELDS = {
+    "interval": (0,),
+    "vips": (1,),
+    "auth": (2, 3, 4),
+    "version": (5,),
+    "checksum": (6,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    master_tolerance: float = 1.5  # acting master while the last advert is younger (intervals)
+    split_brain_debounce: float = 2.0  # overlap of masters to call split-brain (intervals)
+    expire_after: float = 10.0  # forget a silent router after this many master-down intervals
+    max_routers: int = 4096  # beyond this, new sources are counted, not tracked
+
+
+@dataclass(slots=True)
+class Router:
+    address: str
+    priority: int
+    interval_cs: int
+    vips: tuple[str, ...]
+    auth_type: int
+    auth_fingerprint: str
+    version: int
+    checksum: Checksum
+    ah: bool
+    first_seen: float
+    last_seen: float
+    adverts: int = 0
+    resignations: int = 0
+    silent: bool = False
+    config: tuple[object, ...] = ()
+    interval: float = 0.0  # seconds
+    master_down_interval: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.retime()
+
+    def retime(self) -> None:
+        """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is in seconds, v3 scales with interval."""
+        self.config = (
+            self.interval_cs,
+            self.vips,
+            self.auth_type,
+            self.auth_fingerprint,
+            self.ah,
+            self.version,
+            self.checksum,
+        )
+        self.interval = self.interval_cs / 100.0
+        skew = (256 - self.priority) / 256
+        self.master_down_interval = 3 * self.interval + (
+            skew * self.interval if self.version == 3 else skew
+        )
+
+
+@dataclass(slots=True)
+class Vrid:
+    key: VridKey
+    routers: dict[str, Router] = field(default_factory=dict)
+    acting: set[str] = field(default_factory=set)
+    master: str | None = None  # last single master: transitions are changes of this
+    had_master: bool = False
+    transitions: int = 0
+    last_transition: float | None = None
+    split_since: float | None = None
+    split_brain: bool = False
+    split_brain_events: int = 0
+    mismatches: frozenset[str] = frozenset()
+    lost_at: float = INFINITY
+    next_deadline: float = INFINITY
+
+
+@dataclass(frozen=True, slots=True)
+class VridView:
+    """An immutable copy for readers (metrics, status page, analyze)."""
+
+    key: VridKey
+    masters: tuple[str, ...]
+    master: str | None
+    split_brain: bool
+    split_brain_events: int
+    transitions: int
+    last_transition: float | None
+    mismatches: frozenset[str]
+    routers: tuple[Router, ...]
+
+
+class Model:
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config or ModelConfig()
+        self.vrids: dict[VridKey, Vrid] = {}
+        self.router_count = 0
+        self.rejects: Counter[tuple[Segment, Reject]] = Counter()
+        self.untracked: Counter[Segment] = Counter()
+        self.events: list[Event] = []
+
+    # --- input -------------------------------------------------------------------------------
+
+    def ingest(self, segment: Segment, time: float, frame: bytes, linktype: int) -> None:
+        result = decode(frame, time, linktype)
+        if isinstance(result, Reject):
+            self.rejects[segment, result] += 1
+        else:
+            self.observe(segment, result)
+
+    def observe(self, segment: Segment, advert: Advert) -> None:
+        key = (segment, advert.family, advert.vrid)  # equal to, and cheaper than, a VridKey
+        t = advert.time
+        vrid = self.vrids.get(key)  # type: ignore[call-overload]
+        if vrid is not None and t >= vrid.next_deadline:
+            self._settle(vrid, t)
+            vrid = self.vrids.get(key)  # type: ignore[call-overload]  # settling may expire it
+        router = vrid.routers.get(advert.src) if vrid is not None else None
+        if router is None:
+            if self.router_count >= self.config.max_routers:
+                self.untracked[segment] += 1
+                return
+            if vrid is None:
+                vrid = Vrid(VridKey(*key))
+                self.vrids[vrid.key] = vrid
+            router = self._add_router(vrid, advert)
+        elif router.silent:
+            router.silent = False
+            self._emit(t, EventType.ROUTER_APPEARED, vrid, (router.address,), returning=1)
+        self._update(vrid, router, advert)
+        vrid.next_deadline = self._next_deadline(vrid)
+
+    def advance(self, now: float) -> None:
+        """Let time pass: silences, lost masters, debounced split-brain, expiry."""
+        for vrid in [v for v in self.vrids.values() if v.next_deadline <= now]:
+            self._settle(vrid, now)
+
+    def pop_events(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+    # --- output ------------------------------------------------------------------------------
+
+    def snapshot(self, now: float) -> list[VridView]:
+        self.advance(now)
+        return [
+            VridView(
+                v.key,
+                tuple(sorted(v.acting)),
+                v.master,
+                v.split_brain,
+                v.split_brain_events,
+                v.transitions,
+                v.last_transition,
+                v.mismatches,
+                tuple(copy.copy(r) for r in v.routers.values()),
+            )
+            for v in self.vrids.values()
+        ]
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _emit(
+        self, t: float, kind: EventType, vrid: Vrid, addrs: tuple[str, ...], **detail: str | float
+    ) -> None:
+        self.events.append(Event(t, kind, vrid.key, addrs, detail))
+
+    def _add_router(self, vrid: Vrid, a: Advert) -> Router:
+        router = Router(
+            a.src,
+            a.priority,
+            a.interval_cs,
+            a.vips,
+            a.auth_type,
+            a.auth_fingerprint,
+            a.version,
+            a.checksum,
+            a.ah,
+            a.time,
+            a.time,
+        )
+        vrid.routers[a.src] = router
+        self.router_count += 1
+        self._emit(a.time, EventType.ROUTER_APPEARED, vrid, (a.src,))
+        self._check_config(vrid, a.time)
+        return router
+
+    def _update(self, vrid: Vrid, r: Router, a: Advert) -> None:
+        t = a.time
+        r.adverts += 1
+        r.last_seen = t
+        old_priority = r.priority
+        config = (a.interval_cs, a.vips, a.auth_type, a.auth_fingerprint, a.ah, a.version, a.checksum)
+        if config != r.config or old_priority != a.priority:
+            r.priority = a.priority
+            r.interval_cs, r.vips, r.version, r.checksum = a.interval_cs, a.vips, a.version, a.checksum
+            r.auth_type, r.auth_fingerprint, r.ah = a.auth_type, a.auth_fingerprint, a.ah
+            if old_priority and a.priority and old_priority != a.priority:
+                self._emit(
+                    t, EventType.PRIORITY_CHANGED, vrid, (r.address,), old=old_priority, new=a.priority
+                )
+            if config != r.config:
+                r.retime()
+                self._check_config(vrid, t)
+            else:
+                r.retime()
+        if a.priority:
+            if r.address not in vrid.acting:
+                vrid.acting.add(r.address)
+                self._acting_changed(vrid, t)
+        else:
+            r.resignations += 1
+            if r.address in vrid.acting:
+                vrid.acting.discard(r.address)
+                self._emit(t, EventType.MASTER_RESIGNED, vrid, (r.address,))
+                self._acting_changed(vrid, t)
+
+    def _acting_changed(self, vrid: Vrid, t: float) -> None:
+        if len(vrid.acting) >= 2:
+            if vrid.split_since is None:
+                vrid.split_since = t
+            vrid.lost_at = INFINITY
+            return
+        if vrid.split_since is not None:
+            if vrid.split_brain:
+                vrid.split_brain = False
+                self._emit(t, EventType.SPLIT_BRAIN_END, vrid, tuple(sorted(vrid.acting)))
+            vrid.split_since = None
+        if vrid.acting:
+            (new,) = vrid.acting
+            vrid.lost_at = INFINITY
+            if new != vrid.master:
+                old = vrid.master
+                if old is None:
+                    self._emit(t, EventType.MASTER_ELECTED, vrid, (new,))
+                else:
+                    self._emit(t, EventType.MASTER_CHANGED, vrid, (new, old))
+                if vrid.had_master:
+                    vrid.transitions += 1
+                    vrid.last_transition = t
+                vrid.master, vrid.had_master = new, True
+        elif vrid.master is not None and vrid.lost_at == INFINITY:
+            last = max(r.last_seen for r in vrid.routers.values())
+            master = vrid.routers.get(vrid.master)
+            mdi = master.master_down_interval if master else 0.0
+            vrid.lost_at = last + mdi
+
+    def _check_config(self, vrid: Vrid, t: float) -> None:
+        configs = [r.config for r in vrid.routers.values()]
+        now = frozenset(
+            name
+            for name, at in MISMATCH_FIELDS.items()
+            if len({tuple(c[i] for i in at) for c in configs}) > 1
+        )
+        for name in sorted(now - vrid.mismatches):
+            self._emit(t, EventType.CONFIG_MISMATCH_START, vrid, tuple(vrid.routers), field=name)
+        for name in sorted(vrid.mismatches - now):
+            self._emit(t, EventType.CONFIG_MISMATCH_END, vrid, tuple(vrid.routers), field=name)
+        vrid.mismatches = now
+
+    def _debounce(self, vrid: Vrid) -> float:
+        interval = max(vrid.routers[a].interval for a in vrid.acting)
+        return self.config.split_brain_debounce * interval
+
+    def _next_deadline(self, vrid: Vrid) -> float:
+        deadline = vrid.lost_at
+        if vrid.split_since is not None and not vrid.split_brain:
+            deadline = min(deadline, vrid.split_since + self._debounce(vrid))
+        tolerance, expire, acting = self.config.master_tolerance, self.config.expire_after, vrid.acting
+        for r in vrid.routers.values():
+            if r.silent:
+                due = r.last_seen + expire * r.master_down_interval
+            else:
+                due = r.last_seen + r.master_down_interval
+                if r.address in acting:
+                    due = min(due, r.last_seen + tolerance * r.interval)
+            deadline = min(deadline, due)
+        return deadline
+
+    def _settle(self, vrid: Vrid, now: float) -> None:
+        """Apply, in time order, every timed change due by `now`."""
+        while (t := vrid.next_deadline) <= now:
+            self._fire(vrid, t)
+            if not vrid.routers:
+                del self.vrids[vrid.key]
+                return
+            vrid.next_deadline = self._next_deadline(vrid)
+
+    def _fire(self, vrid: Vrid, t: float) -> None:
+        if vrid.split_since is not None and not vrid.split_brain:
+            if vrid.split_since + self._debounce(vrid) <= t:
+                vrid.split_brain = True
+                vrid.split_brain_events += 1
+                masters = tuple(sorted(vrid.acting))
+                self._emit(t, EventType.SPLIT_BRAIN_START, vrid, masters, since=vrid.split_since)
+        tolerance = self.config.master_tolerance
+        dropped = [
+            a for a in vrid.acting if vrid.routers[a].last_seen + tolerance * vrid.routers[a].interval <= t
+        ]
+        if dropped:
+            vrid.acting.difference_update(dropped)
+            self._acting_changed(vrid, t)
+        if vrid.lost_at <= t and vrid.master is not None:
+            self._emit(t, EventType.MASTER_LOST, vrid, (vrid.master,))
+            vrid.master, vrid.lost_at = None, INFINITY
+        expired = []
+        for r in vrid.routers.values():
+            mdi = r.master_down_interval
+            if not r.silent and r.last_seen + mdi <= t:
+                r.silent = True
+                self._emit(t, EventType.ROUTER_SILENT, vrid, (r.address,))
+            elif r.silent and r.last_seen + self.config.expire_after * mdi <= t:
+                expired.append(r.address)
+        for address in expired:
+            del vrid.routers[address]
+            self.router_count -= 1
+        if expired and vrid.routers:
+            self._check_config(vrid, t)
