@@ -1,0 +1,128 @@
+"""Command line: flags in the Prometheus exporter style, each also read from the environment.
+
+Every mistake a person can make here ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ka_exporter import analyze, pcap
+from ka_exporter.model import ModelConfig
+
+PROG = "ka-exporter"
+ENV_PREFIX = "KA_EXPORTER_"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, and defaults may come from the environment."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def flag(self, name: str, **kwargs: object) -> None:
+        """Adds `--name`; its default comes from KA_EXPORTER_NAME (dots and dashes as _)."""
+        env = ENV_PREFIX + name.upper().replace(".", "_").replace("-", "_")
+        if env in os.environ:
+            raw = os.environ[env]
+            convert = kwargs.get("type", str)
+            assert callable(convert)
+            try:
+                kwargs["default"] = convert(raw)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                self.error(f"{env}={raw!r}: {exc}")
+        help_text = f"{kwargs.pop('help', '')} [env {env}]"
+        self.add_argument(f"--{name}", help=help_text, **kwargs)  # type: ignore[arg-type]
+
+
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_model_flags(parser: Parser) -> None:
+    d = ModelConfig()
+    parser.flag(
+        "vrrp.master-tolerance",
+        type=positive(float),
+        default=d.master_tolerance,
+        help="a router is master while its last advert is younger than this many intervals",
+    )
+    parser.flag(
+        "vrrp.split-brain-debounce",
+        type=positive(float),
+        default=d.split_brain_debounce,
+        help="intervals two masters must overlap before it counts as split-brain",
+    )
+    parser.flag(
+        "vrrp.expire-after",
+        type=positive(float),
+        default=d.expire_after,
+        help="forget a silent router after this many master-down intervals",
+    )
+    parser.flag(
+        "vrrp.max-routers",
+        type=positive(int),
+        default=d.max_routers,
+        help="routers tracked at most; adverts from more sources are counted, not tracked",
+    )
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(
+        master_tolerance=getattr(args, "vrrp.master_tolerance"),
+        split_brain_debounce=getattr(args, "vrrp.split_brain_debounce"),
+        expire_after=getattr(args, "vrrp.expire_after"),
+        max_routers=int(getattr(args, "vrrp.max_routers")),
+    )
+
+
+def analyze_main(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog=f"{PROG} analyze",
+        description="Replay a pcap/pcapng capture through the exporter's decoder and model.",
+    )
+    parser.add_argument("file", help="capture file (tcpdump, tshark, -i any)")
+    parser.flag("format", choices=("table", "json"), default="table", help="output format")
+    add_model_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        with open(args.file, "rb") as stream:
+            result = analyze.replay(stream, model_config(args))
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: error: cannot read {args.file}: {exc.strerror}\n")
+    except pcap.PcapError as exc:
+        parser.exit(2, f"{parser.prog}: error: {args.file}: {exc}\n")
+    if args.format == "json":
+        sys.stdout.write(analyze.to_json(result) + "\n")
+    else:
+        colour = analyze.use_colour(sys.stdout)
+        sys.stdout.write(analyze.to_table(result, colour, os.path.basename(args.file)))
+    return 0
+
+
+COMMANDS = {"analyze": analyze_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        return COMMANDS[args[0]](args[1:])
+    Parser(prog=PROG).error(f"a command is required: {', '.join(COMMANDS)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

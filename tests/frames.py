@@ -1,0 +1,237 @@
+"""Frame builders and oracles shared by the decoder and capture tests.
+
+Adverts are built with scapy (which computes the checksums the way keepalived does), re-framed into
+the link layers the decoder accepts, and dissected back with scapy as an independent oracle. The carp
+contrib is never loaded here: it unbinds VRRP from IP.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.ipsec import AH
+from scapy.layers.l2 import Ether
+from scapy.layers.vrrp import VRRP, VRRPv3
+from scapy.packet import Packet, Raw, bind_layers
+from scapy.utils import checksum
+
+from ka_exporter.decode import Advert, Checksum, LinkType
+from ka_exporter.pcap import Packet as CapturedPacket
+from ka_exporter.pcap import read
+
+# scapy leaves an AH-wrapped advert as Raw unless told that AH next header 112 is VRRP.
+bind_layers(AH, VRRP, nh=112)
+
+DATA = Path(__file__).parent / "data"
+GROUP4 = "224.0.0.18"
+GROUP6 = "ff02::12"
+SRC4 = "192.0.2.11"
+SRC6 = "fe80::f8f6:94ff:fe7b:2112"
+SRC_MAC = "02:00:00:00:00:0b"
+KEY = b"test-key-0123456789abcdef0123456"
+
+FRAMINGS = ("ethernet", "dot1q", "qinq", "sll", "sll2", "raw", "raw_family")
+ADVERT_FIELDS = (
+    "family",
+    "src",
+    "dst",
+    "version",
+    "vrid",
+    "priority",
+    "interval_cs",
+    "vips",
+    "auth_type",
+    "ah",
+    "trailer",
+    "ttl",
+)
+
+
+def auth_ints(secret: bytes) -> tuple[int, int]:
+    """VRRPv2 auth data as scapy's auth1/auth2 (the password NUL-padded to 8 bytes)."""
+    a, b = struct.unpack("!II", secret.ljust(8, b"\0")[:8])
+    return a, b
+
+
+def advert(
+    version: int = 3,
+    family: str = "ipv4",
+    *,
+    src: str | None = None,
+    dst: str | None = None,
+    ttl: int = 255,
+    ah: bool = False,
+    trailer: bytes = b"",
+    auth: bytes | None = None,
+    **fields: Any,
+) -> Packet:
+    """Ether/IP(v6)/[AH]/VRRP(v3)[/trailer] with scapy's checksums; `fields` go to the VRRP layer."""
+    if family == "ipv4":
+        fields.setdefault("addrlist", ["192.0.2.50"])
+        l3: Packet = IP(src=src or SRC4, dst=dst or GROUP4, ttl=ttl)
+    else:
+        fields.setdefault("addrlist", ["2001:db8::50"])
+        l3 = IPv6(src=src or SRC6, dst=dst or GROUP6, hlim=ttl)
+    if version == 3:
+        message: Packet = VRRPv3(**fields)
+    else:
+        if auth is not None:
+            fields["auth1"], fields["auth2"] = auth_ints(auth)
+        message = VRRP(version=version, **fields)
+    if family == "ipv6":
+        l3.nh = 112  # scapy binds only VRRPv3 to IPv6
+    if ah:
+        l3 = l3 / AH(nh=112, payloadlen=4, spi=0xC000020B, seq=1, icv=b"\xa7" * 12)
+    pkt = Ether(src=SRC_MAC) / l3 / message
+    if trailer:
+        pkt = pkt / Raw(trailer)
+    return pkt
+
+
+def ip_payload(frame: bytes) -> tuple[int, bytes]:
+    """(offset of the IP header, IP header + payload up to the IP length) of an Ethernet frame."""
+    ethertype = struct.unpack_from("!H", frame, 12)[0]
+    off = 14
+    if ethertype == 0x0800:
+        return off, frame[off : off + struct.unpack_from("!H", frame, off + 2)[0]]
+    return off, frame[off : off + 40 + struct.unpack_from("!H", frame, off + 4)[0]]
+
+
+def set_checksum(pkt: Packet, variant: Checksum | None) -> Packet:
+    """A copy of a VRRPv3/IPv4 advert whose checksum is computed per `variant` (None: corrupt)."""
+    out = pkt.copy()
+    vr = out[VRRPv3]
+    ip = out[IP]
+    vr.chksum = 0
+    msg = bytes(vr)[: len(vr) - len(vr.payload)]
+    if variant is Checksum.MESSAGE:
+        vr.chksum = checksum(msg)
+    elif variant is Checksum.LEGACY_UNICAST:
+        vr.chksum = checksum(pseudo_header(ip.src, GROUP4, len(msg)) + msg)
+    elif variant is Checksum.PSEUDO_HEADER:
+        vr.chksum = checksum(pseudo_header(ip.src, ip.dst, len(msg)) + msg)
+    else:
+        vr.chksum = checksum(pseudo_header(ip.src, ip.dst, len(msg)) + msg) ^ 0x0101
+    return out
+
+
+def pseudo_header(src: str, dst: str, length: int) -> bytes:
+    """The RFC 5798 pseudo-header (RFC 768 form for IPv4, RFC 2460 §8.1 for IPv6)."""
+    if ":" in src:
+        return (
+            socket.inet_pton(socket.AF_INET6, src)
+            + socket.inet_pton(socket.AF_INET6, dst)
+            + struct.pack("!IxxxB", length, 112)
+        )
+    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 112, length)
+
+
+def valid_checksums(version: int, src: str, dst: str, msg: bytes) -> list[Checksum]:
+    """Every checksum variant `msg` satisfies, in the decoder's order of preference."""
+    if version == 2:
+        return [Checksum.MESSAGE] if checksum(msg) == 0 else []
+    found = []
+    if checksum(pseudo_header(src, dst, len(msg)) + msg) == 0:
+        found.append(Checksum.PSEUDO_HEADER)
+    if ":" not in src:
+        if checksum(msg) == 0:
+            found.append(Checksum.MESSAGE)
+        if checksum(pseudo_header(src, GROUP4, len(msg)) + msg) == 0:
+            found.append(Checksum.LEGACY_UNICAST)
+    return found
+
+
+def reframe(frame: bytes, framing: str) -> tuple[bytes, int]:
+    """An untagged Ethernet frame moved into another framing: (frame, pcap linktype)."""
+    dst_src, ethertype, payload = frame[:12], frame[12:14], frame[14:]
+    if framing == "ethernet":
+        return frame, LinkType.ETHERNET
+    if framing == "dot1q":
+        return dst_src + b"\x81\x00\x00\x2a" + ethertype + payload, LinkType.ETHERNET
+    if framing == "qinq":
+        tags = b"\x88\xa8\x00\x64\x81\x00\x00\x2a"
+        return dst_src + tags + ethertype + payload, LinkType.ETHERNET
+    if framing == "sll":
+        head = struct.pack("!HHH8s", 0, 1, 6, frame[6:12]) + ethertype
+        return head + payload, LinkType.LINUX_SLL
+    if framing == "sll2":
+        head = ethertype + struct.pack("!HIHBB8s", 0, 2, 1, 0, 6, frame[6:12])
+        return head + payload, LinkType.LINUX_SLL2
+    if framing == "raw":
+        return payload, LinkType.RAW
+    if framing == "raw_family":
+        return payload, LinkType.IPV6 if payload[:1] and payload[0] >> 4 == 6 else LinkType.IPV4
+    raise ValueError(framing)
+
+
+def scapy_fields(frame: bytes) -> dict[str, Any]:
+    """The Advert fields of an Ethernet frame as scapy dissects it (the oracle)."""
+    pkt = Ether(frame)
+    ip = pkt.getlayer(IP)
+    if ip is not None:
+        family, src, dst, ttl = "ipv4", ip.src, ip.dst, ip.ttl
+        message_bytes = ip.len - ip.ihl * 4
+    else:
+        ip = pkt[IPv6]
+        family, src, dst, ttl = "ipv6", ip.src, ip.dst, ip.hlim
+        message_bytes = ip.plen
+    ah = pkt.getlayer(AH)
+    if ah is not None:
+        message_bytes -= (ah.payloadlen + 2) * 4
+    vr = pkt.getlayer(VRRP) or pkt.getlayer(VRRPv3)
+    if vr is None:  # VRRPv3/IPv4 without addresses: scapy's dispatch leaves it as Raw
+        bare = ip.copy()
+        bare.remove_payload()
+        vr = VRRPv3(bytes(ip.payload), _underlayer=bare)
+    header = len(vr) - len(vr.payload)
+    v2 = vr.version != 3
+    return {
+        "family": family,
+        "src": src,
+        "dst": dst,
+        "version": vr.version,
+        "vrid": vr.vrid,
+        "priority": vr.priority,
+        "interval_cs": vr.adv * 100 if v2 else vr.adv,
+        "vips": tuple(vr.addrlist),
+        "auth_type": vr.authtype if v2 else 0,
+        "ah": ah is not None,
+        "trailer": message_bytes - header,
+        "ttl": ttl,
+    }
+
+
+def advert_fields(adv: Advert) -> dict[str, Any]:
+    return {name: getattr(adv, name) for name in ADVERT_FIELDS}
+
+
+@lru_cache(maxsize=None)
+def capture(name: str) -> tuple[CapturedPacket, ...]:
+    with (DATA / name).open("rb") as f:
+        return tuple(read(f))
+
+
+def pcap_bytes(
+    records: Iterable[tuple[float, bytes]],
+    linktype: int,
+    *,
+    endian: str = "<",
+    nano: bool = False,
+    snaplen: int = 262144,
+) -> bytes:
+    """A classic pcap file; `records` are (timestamp, frame)."""
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    scale = 10**9 if nano else 10**6
+    out = [struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    for time, frame in records:
+        sec = int(time)
+        frac = round((time - sec) * scale)
+        out.append(struct.pack(endian + "IIII", sec, frac, len(frame), len(frame)) + frame)
+    return b"".join(out)
