@@ -11,7 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from ka_exporter import analyze, pcap
+import asyncio
+import logging
+
+from ka_exporter import analyze, daemon, pcap, web
 from ka_exporter.model import ModelConfig
 
 PROG = "ka-exporter"
@@ -25,18 +28,44 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def flag(self, name: str, **kwargs: object) -> None:
-        """Adds `--name`; its default comes from KA_EXPORTER_NAME (dots and dashes as _)."""
+        """Adds `--name`; its default comes from KA_EXPORTER_NAME (dots and dashes as _).
+
+        A repeatable flag takes a comma-separated list from the environment.
+        """
         env = ENV_PREFIX + name.upper().replace(".", "_").replace("-", "_")
+        repeated = kwargs.get("action") == "append"
         if env in os.environ:
             raw = os.environ[env]
             convert = kwargs.get("type", str)
+            choices = kwargs.get("choices")
             assert callable(convert)
             try:
-                kwargs["default"] = convert(raw)
+                values = [convert(v) for v in raw.split(",")] if repeated else [convert(raw)]
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 self.error(f"{env}={raw!r}: {exc}")
+            if isinstance(choices, tuple) and any(v not in choices for v in values):
+                self.error(f"{env}={raw!r}: choose from {', '.join(map(str, choices))}")
+            kwargs["default"] = values if repeated else values[0]
+        elif repeated:
+            kwargs["default"] = []
         help_text = f"{kwargs.pop('help', '')} [env {env}]"
+        if repeated:  # flags on the command line replace the environment's list, not extend it
+            kwargs["action"] = _Replace
         self.add_argument(f"--{name}", help=help_text, **kwargs)  # type: ignore[arg-type]
+
+
+class _Replace(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest)
+        fresh = getattr(namespace, f"_{self.dest}_fresh", False)
+        setattr(namespace, self.dest, [*current, values] if fresh else [values])
+        setattr(namespace, f"_{self.dest}_fresh", True)
 
 
 def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -114,6 +143,70 @@ def analyze_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def listen_address(text: str) -> tuple[str | None, int]:
+    try:
+        return web.parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def telemetry_path(text: str) -> str:
+    if not text.startswith("/") or text in ("/", "/-/healthy", "/-/ready"):
+        raise argparse.ArgumentTypeError(f"must be a path of its own, like /metrics: {text!r}")
+    return text
+
+
+def exporter_main(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog=PROG,
+        description="Watch VRRP (keepalived) on the wire and serve Prometheus metrics. "
+        "Subcommand: `ka-exporter analyze FILE` replays a capture.",
+    )
+    parser.flag(
+        "web.listen-address",
+        type=listen_address,
+        default=daemon.Settings().listen,
+        help="address to serve metrics and the status page on, host:port (default :9743)",
+    )
+    parser.flag(
+        "web.telemetry-path",
+        type=telemetry_path,
+        default="/metrics",
+        help="path of the metrics",
+    )
+    parser.flag(
+        "interface",
+        action="append",
+        help="capture only interfaces matching this glob (repeatable; NETNS/NAME for "
+        "another namespace); default: every interface but loopback",
+    )
+    parser.flag("netns", action="append", help="also watch this network namespace (repeatable)")
+    parser.flag(
+        "log.level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log level",
+    )
+    add_model_flags(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log.level").upper(),
+        format="%(asctime)s level=%(levelname)s %(message)s",
+    )
+    settings = daemon.Settings(
+        listen=getattr(args, "web.listen_address"),
+        telemetry_path=getattr(args, "web.telemetry_path"),
+        interfaces=tuple(args.interface),
+        netns=tuple(args.netns),
+        model=model_config(args),
+    )
+    try:
+        asyncio.run(daemon.run(settings))
+    except daemon.StartupError as exc:
+        parser.exit(2, f"{PROG}: error: {exc}\n")
+    return 0
+
+
 COMMANDS = {"analyze": analyze_main}
 
 
@@ -121,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         return COMMANDS[args[0]](args[1:])
-    Parser(prog=PROG).error(f"a command is required: {', '.join(COMMANDS)}")
+    return exporter_main(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""The exporter process: wires capture, netlink, the model and HTTP into one asyncio loop.
+
+Everything that touches the outside world starts here and stops here; the core it feeds
+(decode, model, ownership, metrics, status) stays pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
+
+from ka_exporter import __version__, status, web
+from ka_exporter.capture import Capture, CaptureError, PrivilegeError
+from ka_exporter.metrics import ExporterCollector, LocalState
+from ka_exporter.model import Event, Model, ModelConfig, Segment
+from ka_exporter.netlink import Watcher
+
+log = logging.getLogger("ka_exporter")
+
+TICK_SECONDS = 0.1  # how late a timed event (silence, lost master, split-brain) may be noticed
+GLOB_CHARS = frozenset("*?[")
+
+
+class StartupError(Exception):
+    """The exporter cannot start; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: tuple[str | None, int] = (None, 9743)
+    telemetry_path: str = "/metrics"
+    interfaces: tuple[str, ...] = ()  # globs on the name, or on "netns/name"
+    netns: tuple[str, ...] = ()
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def selected(segment: Segment, patterns: tuple[str, ...]) -> bool:
+    if not patterns:
+        return True
+    full = f"{segment.netns}/{segment.interface}"
+    return any(fnmatch.fnmatchcase(full if "/" in p else segment.interface, p) for p in patterns)
+
+
+def describe(event: Event) -> str:
+    """One logfmt line per model event."""
+    key = event.key
+    parts = [f"event={event.type.value}", f"interface={key.segment.interface}"]
+    if key.segment.netns:
+        parts.append(f"netns={key.segment.netns}")
+    parts += [f"family={key.family}", f"vrid={key.vrid}", f"addresses={','.join(event.addresses)}"]
+    parts += [f"{k}={v}" for k, v in event.detail.items()]
+    return " ".join(parts)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model = Model(settings.model)
+        self.capture = Capture(self.model, asyncio.get_running_loop())
+        self.watchers = {ns: Watcher(ns, self._on_link) for ns in ("", *settings.netns)}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(self.model, self.capture, self.local, time.time))
+        self.registry.register(ProcessCollector(registry=None))
+        self.stopping = asyncio.Event()
+        self.started = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.web.AppRunner | None = None
+
+    def local(self) -> LocalState:
+        return LocalState(
+            addresses={ns: w.local for ns, w in self.watchers.items()},
+            netlink_up={ns: w.up for ns, w in self.watchers.items()},
+        )
+
+    def ready(self) -> bool:
+        return bool(self.capture.taps) and all(w.up for w in self.watchers.values())
+
+    def status_page(self) -> str:
+        now = time.time()
+        return status.render(
+            self.model.snapshot(now),
+            self.local().addresses,
+            now,
+            socket.gethostname(),
+            __version__,
+            self.settings.telemetry_path,
+        )
+
+    async def start(self) -> None:
+        for watcher in self.watchers.values():
+            try:
+                await watcher.start()
+            except FileNotFoundError as exc:
+                raise StartupError(str(exc)) from None
+        self._check_interfaces()
+        app = web.make_app(self.registry, self.status_page, self.ready, self.settings.telemetry_path)
+        host, port = self.settings.listen
+        try:
+            self._runner = await web.serve(app, host, port)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host or ''}:{port}: {exc.strerror}") from None
+        self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
+        self._tasks.append(asyncio.create_task(self._tick()))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.started = True
+        log.info("listening on %s:%d, capturing on %d interfaces", host or "*", port, len(self.capture.taps))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.capture.close_all()
+        for watcher in self.watchers.values():
+            watcher.close()
+
+    def _check_interfaces(self) -> None:
+        known = {Segment(name, ns) for ns, w in self.watchers.items() for name in w.links.values()}
+        for pattern in self.settings.interfaces:
+            if not GLOB_CHARS & set(pattern) and not any(selected(s, (pattern,)) for s in known):
+                raise StartupError(f"unknown interface {pattern!r}")
+
+    def _on_link(self, segment: Segment, present: bool) -> None:
+        if not selected(segment, self.settings.interfaces):
+            return
+        if not present:
+            self.capture.close(segment)
+            return
+        try:
+            self.capture.open(segment)
+        except PrivilegeError as exc:
+            if not self.started:
+                raise StartupError(str(exc)) from None
+            log.error("%s", exc)
+        except CaptureError as exc:
+            log.warning("%s", exc)
+
+    async def _tick(self) -> None:
+        while True:
+            self.model.advance(time.time())
+            for event in self.model.pop_events():
+                log.info("%s", describe(event))
+            await asyncio.sleep(TICK_SECONDS)
+
+
+async def run(settings: Settings) -> None:
+    """Runs until SIGTERM/SIGINT; raises StartupError if it cannot start."""
+    daemon = Daemon(settings)
+    try:
+        await daemon.start()
+        await daemon.stopping.wait()
+        log.info("stopping")
+    finally:
+        await daemon.stop()

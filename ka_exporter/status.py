@@ -1,0 +1,151 @@
+"""The status page: one row per segment and VRID, problems first, readable at a glance.
+
+Pure rendering of a snapshot: no I/O, every value escaped, and nothing of an advert's
+authentication beyond its type.
+"""
+
+from __future__ import annotations
+
+import html
+import time as clock
+from collections.abc import Mapping
+
+from ka_exporter.model import VridView
+from ka_exporter.ownership import Ownership, ownership
+
+REFRESH_SECONDS = 5
+_AUTH = {0: "none", 1: "PASS", 2: "AH"}
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f;background:#fafafa}
+h1{font-size:1.3em;margin:0 0 .2em} .sub{color:#666;margin-bottom:1em}
+.summary{padding:.6em 1em;border-radius:6px;margin-bottom:1em;font-weight:600}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{padding:.45em .6em;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
+th{background:#f0f0f0;font-weight:600} code{font-size:.95em}
+.badge{display:inline-block;padding:.1em .5em;border-radius:4px;font-weight:700;font-size:.85em}
+.ok{background:#dff5e1;color:#11632a} .bad{background:#fde2e1;color:#a11a12}
+.warn{background:#fff3cd;color:#7a5800} .muted{color:#888}
+tr.bad td{background:#fff5f5} tr.warn td{background:#fffcf0}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _ago(t: float | None, now: float) -> str:
+    if t is None:
+        return '<span class="muted">none seen</span>'
+    seconds = max(0, int(now - t))
+    text = f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
+    stamp = clock.strftime("%Y-%m-%d %H:%M:%S UTC", clock.gmtime(t))
+    return f'<span title="{stamp}">{text} ago</span>'
+
+
+def _problems(view: VridView, own: Ownership | None) -> list[tuple[str, str]]:
+    """(severity, text) for each thing wrong with the VRID."""
+    found = []
+    if view.split_brain:
+        found.append(("bad", "SPLIT-BRAIN"))
+    if not view.masters:
+        found.append(("bad", "NO MASTER"))
+    if own is not None and own.duplicate:
+        found.append(("bad", "DUPLICATE VIP"))
+    if own is not None and own.orphan:
+        found.append(("bad", "ORPHAN VIP"))
+    found += [("warn", f"{name} mismatch") for name in sorted(view.mismatches)]
+    return found
+
+
+def _row(view: VridView, own: Ownership | None, now: float) -> tuple[int, str]:
+    problems = _problems(view, own)
+    severity = 0 if any(s == "bad" for s, _ in problems) else 1 if problems else 2
+    css = ("bad", "warn", "")[severity]
+    badges = " ".join(f'<span class="badge {s}">{_e(t)}</span>' for s, t in problems) or (
+        '<span class="badge ok">OK</span>'
+    )
+    routers = {r.address: r for r in view.routers}
+    local = own.local_master if own else False
+
+    def router(address: str) -> str:
+        r = routers[address]
+        here = " <b>(this host)</b>" if local and address in view.masters else ""
+        return f"<code>{_e(address)}</code> prio {r.priority}{here}"
+
+    masters = "<br>".join(router(a) for a in view.masters) or '<span class="muted">none</span>'
+    backups = [r for r in view.routers if r.address not in view.masters]
+    heard = "<br>".join(
+        f"{router(r.address)} <span class='muted'>last {_ago(r.last_seen, now)}</span>"
+        for r in sorted(backups, key=lambda r: -r.priority)
+    ) or '<span class="muted">none heard</span>'
+    vips = sorted({v for r in view.routers for v in r.vips})
+    held = own.vips if own else {}
+    vip_cells = "<br>".join(
+        f"<code>{_e(v)}</code>" + (" <b>held here</b>" if held.get(v) else "") for v in vips
+    )
+    first = view.routers[0] if view.routers else None
+    detail = (
+        f"v{first.version}, every {first.interval:g} s, auth {_AUTH.get(first.auth_type, first.auth_type)}"
+        if first
+        else ""
+    )
+    seg = view.key.segment
+    where = _e(seg.interface) + (f' <span class="muted">netns {_e(seg.netns)}</span>' if seg.netns else "")
+    cells = [
+        where,
+        _e(view.key.family),
+        f"<b>{view.key.vrid}</b>",
+        badges,
+        masters,
+        heard,
+        vip_cells,
+        _e(detail),
+        f"{_ago(view.last_transition, now)}<br><span class='muted'>{view.transitions} transitions, "
+        f"{view.split_brain_events} split-brain</span>",
+    ]
+    return severity, f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def render(
+    views: list[VridView],
+    addresses: Mapping[str, frozenset[str]],
+    now: float,
+    host: str,
+    version: str,
+    telemetry_path: str,
+) -> str:
+    rows = []
+    for view in views:
+        held = addresses.get(view.key.segment.netns)
+        own = ownership(view, held) if held is not None else None
+        rows.append((_row(view, own, now), view.key))
+    rows.sort(key=lambda item: (item[0][0], item[1]))
+    bad = sum(1 for (severity, _), _ in rows if severity == 0)
+    warn = sum(1 for (severity, _), _ in rows if severity == 1)
+    if not rows:
+        summary = ("warn", "No VRRP adverts heard yet.")
+    elif bad:
+        summary = ("bad", f"{bad} of {len(rows)} VRIDs need attention.")
+    elif warn:
+        summary = ("warn", f"{warn} of {len(rows)} VRIDs have configuration mismatches.")
+    else:
+        summary = ("ok", f"All {len(rows)} VRIDs have exactly one master.")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("Segment", "Family", "VRID", "State", "Master", "Backups heard", "VIPs",
+                  "Protocol", "Last transition")
+    )  # fmt: skip
+    body = "\n".join(row for (_, row), _ in rows)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<title>ka-exporter on {_e(host)}</title><style>{_STYLE}</style></head>
+<body><h1>ka-exporter on {_e(host)}</h1>
+<div class="sub">VRRP as seen on the wire · refreshes every {REFRESH_SECONDS} s ·
+<a href="{_e(telemetry_path)}">metrics</a> · version {_e(version)}</div>
+<div class="summary {summary[0]}" id="summary">{_e(summary[1])}</div>
+<table id="vrids"><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table></body></html>
+"""

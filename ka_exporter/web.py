@@ -1,0 +1,61 @@
+"""HTTP: /metrics, the status page, and the health endpoints Prometheus tooling expects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+SHUTDOWN_SECONDS = 0.3  # SIGTERM must end the process within a second
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """`host:port`, `[v6]:port` or `:port` (all addresses), as the Go exporters take it."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not host:port: {text!r}")
+    host = host.strip("[]")
+    return host or None, int(port)
+
+
+def make_app(
+    registry: CollectorRegistry,
+    status_page: Callable[[], str],
+    ready: Callable[[], bool],
+    telemetry_path: str,
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+    async def status(_: web.Request) -> web.Response:
+        return web.Response(text=status_page(), content_type="text/html")
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="OK\n")
+
+    async def readiness(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="OK\n")
+        return web.Response(status=503, text="capture or netlink not up yet\n")
+
+    app = web.Application()
+    app.router.add_get(telemetry_path, metrics)
+    app.router.add_get("/", status)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", readiness)
+    return app
+
+
+async def serve(app: web.Application, host: str | None, port: int) -> web.AppRunner:
+    """Starts listening; raises OSError (e.g. address in use) before anything is served."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
