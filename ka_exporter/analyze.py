@@ -39,7 +39,9 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
             start = packet.time
         packets += 1
         end = max(end, packet.time)
-        model.ingest(Segment(packet.interface or CAPTURE), packet.time, packet.frame, packet.linktype)
+        model.ingest(
+            Segment(packet.interface or CAPTURE), packet.time, packet.frame, packet.linktype
+        )
         events += model.pop_events()
     vrids = model.snapshot(end)
     events += model.pop_events()
@@ -150,7 +152,9 @@ def to_table(a: Analysis, colour: bool = False, name: str = "") -> str:
         + f"{a.packets} packets, {rejected} rejected"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(a.rejects.items()))})" if rejected else "")
         + f", {a.end - a.start:.1f} s from {_wall(a.start)}"
-        + (paint(f", {a.untracked} adverts from untracked routers", _YELLOW) if a.untracked else ""),
+        + (
+            paint(f", {a.untracked} adverts from untracked routers", _YELLOW) if a.untracked else ""
+        ),
         "",
     ]
     for v in a.vrids:

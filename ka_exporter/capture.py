@@ -17,6 +17,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from pyroute2 import netns as p2netns
+
 from ka_exporter.decode import LinkType
 from ka_exporter.model import Model, Segment
 
@@ -79,8 +81,6 @@ def open_socket(interface: str, netns: str = "") -> socket.socket:
     """
     try:
         if netns:
-            from pyroute2 import netns as p2netns
-
             sock: socket.socket = p2netns.create_socket(
                 netns, family=socket.AF_PACKET, socket_type=socket.SOCK_RAW, proto=0, flags=0
             )

@@ -6,13 +6,12 @@ Every mistake a person can make here ends in one line on stderr and exit status 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
-
-import asyncio
-import logging
 
 from ka_exporter import analyze, daemon, pcap, web
 from ka_exporter.model import ModelConfig

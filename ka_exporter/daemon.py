@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from aiohttp.web import AppRunner
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
@@ -72,7 +73,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.web.AppRunner | None = None
+        self._runner: AppRunner | None = None
 
     def local(self) -> LocalState:
         return LocalState(
@@ -101,7 +102,9 @@ class Daemon:
             except FileNotFoundError as exc:
                 raise StartupError(str(exc)) from None
         self._check_interfaces()
-        app = web.make_app(self.registry, self.status_page, self.ready, self.settings.telemetry_path)
+        app = web.make_app(
+            self.registry, self.status_page, self.ready, self.settings.telemetry_path
+        )
         host, port = self.settings.listen
         try:
             self._runner = await web.serve(app, host, port)
@@ -113,7 +116,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self.started = True
-        log.info("listening on %s:%d, capturing on %d interfaces", host or "*", port, len(self.capture.taps))
+        log.info(
+            "listening on %s:%d, capturing on %d interfaces",
+            host or "*",
+            port,
+            len(self.capture.taps),
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:

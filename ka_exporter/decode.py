@@ -48,7 +48,7 @@ class Checksum(enum.StrEnum):
 
     MESSAGE = "message"  # over the message only: VRRPv2, and VRRPv3/IPv4 per RFC 9568
     PSEUDO_HEADER = "pseudo_header"  # pseudo-header with the real destination (RFC 5798 reading)
-    LEGACY_UNICAST = "legacy_unicast"  # keepalived <= 1.3.6 unicast: 224.0.0.18 in the pseudo-header
+    LEGACY_UNICAST = "legacy_unicast"  # keepalived <= 1.3.6 unicast: pseudo-header with 224.0.0.18
 
 
 class Advert(NamedTuple):
@@ -95,12 +95,18 @@ def fingerprint(secret: bytes, key: bytes = _PROCESS_KEY) -> str:
     return hmac.new(key, secret, hashlib.sha256).hexdigest()[:12]
 
 
-_ETHERNET, _SLL, _SLL2 = LinkType.ETHERNET.value, LinkType.LINUX_SLL.value, LinkType.LINUX_SLL2.value
+_ETHERNET, _SLL, _SLL2 = (
+    LinkType.ETHERNET.value,
+    LinkType.LINUX_SLL.value,
+    LinkType.LINUX_SLL2.value,
+)
 _RAW_IP = frozenset((LinkType.RAW.value, LinkType.IPV4.value, LinkType.IPV6.value))
 _MEMO_SIZE = 4096
 # Validated adverts by (family, ttl, ah, addresses + message): a master repeats the same message
 # every interval, so the steady state skips validation and address formatting. Bounded.
-_Fields = tuple[str, str, str, int, int, int, int, tuple[str, ...], int, str, bool, Checksum, int, int]
+_Fields = tuple[
+    str, str, str, int, int, int, int, tuple[str, ...], int, str, bool, Checksum, int, int
+]
 _memo: dict[bytes, _Fields | Reject] = {}
 
 
@@ -282,7 +288,7 @@ def _vrrp(
 
 
 def _v3_checksum(total: int, family: str, src: bytes, dst: bytes, size: int) -> Checksum | None:
-    # The Internet checksum is the one's-complement sum of 16-bit words; since 2**16 == 1 (mod 0xFFFF)
+    # The Internet checksum is the one's-complement sum of 16-bit words; as 2**16 == 1 (mod 0xFFFF),
     # a buffer sums to 0xFFFF exactly when its value as one big integer is 0 mod 0xFFFF.
     src_i = int.from_bytes(src)
     if (total + src_i + int.from_bytes(dst) + size + PROTO_VRRP) % 0xFFFF == 0:

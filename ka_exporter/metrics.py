@@ -23,33 +23,75 @@ GAUGE, COUNTER, INFO = "gauge", "counter", "info"
 
 # name -> (type, help). Counters are named here without their _total suffix.
 METRICS: dict[str, tuple[str, str]] = {
-    "vrrp_masters": (GAUGE, "Routers acting as master of the VRID now (1 healthy, 0 none, 2+ split-brain)."),
+    "vrrp_masters": (
+        GAUGE,
+        "Routers acting as master of the VRID now (1 healthy, 0 none, 2+ split-brain).",
+    ),
     "vrrp_master": (INFO, "The acting master of the VRID, by source address."),
-    "vrrp_split_brain": (GAUGE, "1 while two or more routers have been acting as master past the debounce."),
+    "vrrp_split_brain": (
+        GAUGE,
+        "1 while two or more routers have been acting as master past the debounce.",
+    ),
     "vrrp_split_brain_events": (COUNTER, "Split-brain episodes seen for the VRID."),
-    "vrrp_master_transitions": (COUNTER, "Changes of the VRID's master (a first master seen is not counted)."),
-    "vrrp_last_transition_timestamp_seconds": (GAUGE, "Unix time of the VRID's last master transition."),
-    "vrrp_config_mismatch": (GAUGE, "1 when the VRID's routers disagree on this field (interval, vips, auth, version, checksum)."),
-    "vrrp_router_priority": (GAUGE, "Priority in the router's last advert (0: it resigned as master)."),
+    "vrrp_master_transitions": (
+        COUNTER,
+        "Changes of the VRID's master (a first master seen is not counted).",
+    ),
+    "vrrp_last_transition_timestamp_seconds": (
+        GAUGE,
+        "Unix time of the VRID's last master transition.",
+    ),
+    "vrrp_config_mismatch": (
+        GAUGE,
+        "1 when the VRID's routers disagree on the field: interval, vips, auth, version, checksum.",
+    ),
+    "vrrp_router_priority": (
+        GAUGE,
+        "Priority in the router's last advert (0: it resigned as master).",
+    ),
     "vrrp_router_advertisements": (COUNTER, "Adverts received from the router."),
-    "vrrp_router_advert_interval_seconds": (GAUGE, "Advertisement interval in the router's last advert."),
+    "vrrp_router_advert_interval_seconds": (
+        GAUGE,
+        "Advertisement interval in the router's last advert.",
+    ),
     "vrrp_router_last_advert_timestamp_seconds": (GAUGE, "Unix time of the router's last advert."),
-    "vrrp_router_resignations": (COUNTER, "Priority-0 adverts from the router: a master giving up (stop, fault)."),
+    "vrrp_router_resignations": (
+        COUNTER,
+        "Priority-0 adverts from the router: a master giving up (stop, fault).",
+    ),
     "vrrp_router_master": (GAUGE, "1 while the router acts as master of the VRID."),
     "vrrp_local_vip": (GAUGE, "1 when this host holds the VIP, 0 when it does not."),
-    "vrrp_local_master": (GAUGE, "1 when one of this host's addresses is an acting master of the VRID."),
-    "vrrp_duplicate_vip": (GAUGE, "1 when this host holds a VIP of the VRID while another router is its master."),
-    "vrrp_orphan_vip": (GAUGE, "1 when this host holds a VIP of the VRID while nobody advertises it."),
+    "vrrp_local_master": (
+        GAUGE,
+        "1 when one of this host's addresses is an acting master of the VRID.",
+    ),
+    "vrrp_duplicate_vip": (
+        GAUGE,
+        "1 when this host holds a VIP of the VRID while another router is its master.",
+    ),
+    "vrrp_orphan_vip": (
+        GAUGE,
+        "1 when this host holds a VIP of the VRID while nobody advertises it.",
+    ),
     "vrrp_packets_rejected": (COUNTER, "Captured frames dropped by the decoder, by reason."),
-    "vrrp_untracked_advertisements": (COUNTER, "Adverts from new sources ignored because the router cap was reached."),
+    "vrrp_untracked_advertisements": (
+        COUNTER,
+        "Adverts from new sources ignored because the router cap was reached.",
+    ),
     "vrrp_tracked_routers": (GAUGE, "Routers currently tracked."),
     "vrrp_tracked_routers_limit": (GAUGE, "The cap on tracked routers (--vrrp.max-routers)."),
     "vrrp_capture_packets": (COUNTER, "Frames the kernel passed the VRRP filter on the interface."),
-    "vrrp_capture_kernel_drops": (COUNTER, "Frames the kernel dropped on the interface because the receive buffer was full."),
+    "vrrp_capture_kernel_drops": (
+        COUNTER,
+        "Frames the kernel dropped on the interface because the receive buffer was full.",
+    ),
     "ka_exporter_build": (INFO, "Build information of the exporter."),
     "ka_exporter_capture_up": (GAUGE, "1 while the interface is being captured."),
-    "ka_exporter_netlink_up": (GAUGE, "1 while the namespace's addresses and links are being watched."),
-}  # fmt: skip
+    "ka_exporter_netlink_up": (
+        GAUGE,
+        "1 while the namespace's addresses and links are being watched.",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +173,9 @@ class ExporterCollector(Collector):
                 f.add("vrrp_duplicate_vip", base, int(own.duplicate))
                 f.add("vrrp_orphan_vip", base, int(own.orphan))
         for (segment, reason), count in self.model.rejects.items():
-            f.add("vrrp_packets_rejected", {**segment_labels(segment), "reason": reason.value}, count)
+            f.add(
+                "vrrp_packets_rejected", {**segment_labels(segment), "reason": reason.value}, count
+            )
         for segment, count in self.model.untracked.items():
             f.add("vrrp_untracked_advertisements", segment_labels(segment), count)
         f.add("vrrp_tracked_routers", {}, self.model.router_count)

@@ -95,7 +95,7 @@ class Router:
         self.retime()
 
     def retime(self) -> None:
-        """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is in seconds, v3 scales with interval."""
+        """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is seconds, v3 scales with interval."""
         self.config = (
             self.interval_cs,
             self.vips,
@@ -244,14 +244,32 @@ class Model:
         r.adverts += 1
         r.last_seen = t
         old_priority = r.priority
-        config = (a.interval_cs, a.vips, a.auth_type, a.auth_fingerprint, a.ah, a.version, a.checksum)
+        config = (
+            a.interval_cs,
+            a.vips,
+            a.auth_type,
+            a.auth_fingerprint,
+            a.ah,
+            a.version,
+            a.checksum,
+        )
         if config != r.config or old_priority != a.priority:
             r.priority = a.priority
-            r.interval_cs, r.vips, r.version, r.checksum = a.interval_cs, a.vips, a.version, a.checksum
+            r.interval_cs, r.vips, r.version, r.checksum = (
+                a.interval_cs,
+                a.vips,
+                a.version,
+                a.checksum,
+            )
             r.auth_type, r.auth_fingerprint, r.ah = a.auth_type, a.auth_fingerprint, a.ah
             if old_priority and a.priority and old_priority != a.priority:
                 self._emit(
-                    t, EventType.PRIORITY_CHANGED, vrid, (r.address,), old=old_priority, new=a.priority
+                    t,
+                    EventType.PRIORITY_CHANGED,
+                    vrid,
+                    (r.address,),
+                    old=old_priority,
+                    new=a.priority,
                 )
             if config != r.config:
                 r.retime()
@@ -320,7 +338,11 @@ class Model:
         deadline = vrid.lost_at
         if vrid.split_since is not None and not vrid.split_brain:
             deadline = min(deadline, vrid.split_since + self._debounce(vrid))
-        tolerance, expire, acting = self.config.master_tolerance, self.config.expire_after, vrid.acting
+        tolerance, expire, acting = (
+            self.config.master_tolerance,
+            self.config.expire_after,
+            vrid.acting,
+        )
         for r in vrid.routers.values():
             if r.silent:
                 due = r.last_seen + expire * r.master_down_interval
@@ -341,15 +363,15 @@ class Model:
             vrid.next_deadline = self._next_deadline(vrid)
 
     def _fire(self, vrid: Vrid, t: float) -> None:
-        if vrid.split_since is not None and not vrid.split_brain:
-            if vrid.split_since + self._debounce(vrid) <= t:
-                vrid.split_brain = True
-                vrid.split_brain_events += 1
-                masters = tuple(sorted(vrid.acting))
-                self._emit(t, EventType.SPLIT_BRAIN_START, vrid, masters, since=vrid.split_since)
-        tolerance = self.config.master_tolerance
+        since = vrid.split_since
+        if since is not None and not vrid.split_brain and since + self._debounce(vrid) <= t:
+            vrid.split_brain = True
+            vrid.split_brain_events += 1
+            masters = tuple(sorted(vrid.acting))
+            self._emit(t, EventType.SPLIT_BRAIN_START, vrid, masters, since=since)
+        tolerance, routers = self.config.master_tolerance, vrid.routers
         dropped = [
-            a for a in vrid.acting if vrid.routers[a].last_seen + tolerance * vrid.routers[a].interval <= t
+            a for a in vrid.acting if routers[a].last_seen + tolerance * routers[a].interval <= t
         ]
         if dropped:
             vrid.acting.difference_update(dropped)

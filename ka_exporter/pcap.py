@@ -123,7 +123,9 @@ def _block(
         if ifid >= len(interfaces) or 20 + caplen > len(body):
             raise PcapError("corrupt pcapng: packet block does not match its interface or length")
         iface = interfaces[ifid]
-        return Packet((hi << 32 | lo) * iface.unit, iface.linktype, body[20 : 20 + caplen], iface.name)
+        return Packet(
+            (hi << 32 | lo) * iface.unit, iface.linktype, body[20 : 20 + caplen], iface.name
+        )
     if block_type == 3:  # simple packet: no timestamp
         if not interfaces or len(body) < 4:
             raise PcapError("corrupt pcapng: simple packet block without an interface")

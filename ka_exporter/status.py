@@ -38,7 +38,13 @@ def _ago(t: float | None, now: float) -> str:
     if t is None:
         return '<span class="muted">none seen</span>'
     seconds = max(0, int(now - t))
-    text = f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
+    text = (
+        f"{seconds} s"
+        if seconds < 120
+        else f"{seconds // 60} min"
+        if seconds < 7200
+        else f"{seconds // 3600} h"
+    )
     stamp = clock.strftime("%Y-%m-%d %H:%M:%S UTC", clock.gmtime(t))
     return f'<span title="{stamp}">{text} ago</span>'
 
@@ -75,23 +81,25 @@ def _row(view: VridView, own: Ownership | None, now: float) -> tuple[int, str]:
 
     masters = "<br>".join(router(a) for a in view.masters) or '<span class="muted">none</span>'
     backups = [r for r in view.routers if r.address not in view.masters]
-    heard = "<br>".join(
-        f"{router(r.address)} <span class='muted'>last {_ago(r.last_seen, now)}</span>"
-        for r in sorted(backups, key=lambda r: -r.priority)
-    ) or '<span class="muted">none heard</span>'
+    heard = (
+        "<br>".join(
+            f"{router(r.address)} <span class='muted'>last {_ago(r.last_seen, now)}</span>"
+            for r in sorted(backups, key=lambda r: -r.priority)
+        )
+        or '<span class="muted">none heard</span>'
+    )
     vips = sorted({v for r in view.routers for v in r.vips})
     held = own.vips if own else {}
     vip_cells = "<br>".join(
         f"<code>{_e(v)}</code>" + (" <b>held here</b>" if held.get(v) else "") for v in vips
     )
     first = view.routers[0] if view.routers else None
-    detail = (
-        f"v{first.version}, every {first.interval:g} s, auth {_AUTH.get(first.auth_type, first.auth_type)}"
-        if first
-        else ""
-    )
+    auth = _AUTH.get(first.auth_type, str(first.auth_type)) if first else ""
+    detail = f"v{first.version}, every {first.interval:g} s, auth {auth}" if first else ""
     seg = view.key.segment
-    where = _e(seg.interface) + (f' <span class="muted">netns {_e(seg.netns)}</span>' if seg.netns else "")
+    where = _e(seg.interface) + (
+        f' <span class="muted">netns {_e(seg.netns)}</span>' if seg.netns else ""
+    )
     cells = [
         where,
         _e(view.key.family),
