@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import re
+
+from ka_exporter.model import Segment
+from ka_exporter.status import render
+from tests.states import model_at
+
+NODE1 = {"": frozenset({"192.0.2.11", "192.0.2.51", "192.0.2.52", "192.0.2.152", "192.0.2.53"})}
+NODE2 = {"": frozenset({"192.0.2.12", "192.0.2.51"})}
+
+
+def page(offset: float, segment: Segment = Segment("eth0"), addresses=NODE2) -> str:  # type: ignore[no-untyped-def]
+    model, now = model_at("vrrp-all.pcap", offset, segment)
+    return render(model.snapshot(now), addresses, now, "node2", "1.2.3", "/metrics")
+
+
+def rows(html: str) -> list[str]:
+    return re.findall(r"<tr class=\"(\w*)\">(.*?)</tr>", html, re.DOTALL)  # type: ignore[return-value]
+
+
+def test_converged_cluster_is_all_ok() -> None:
+    html = page(10.0, addresses=NODE1)
+    assert "All 5 VRIDs have exactly one master." in html
+    assert [css for css, _ in rows(html)] == [""] * 5
+    assert 'http-equiv="refresh"' in html
+
+
+def test_backup_holding_a_vip_is_a_duplicate() -> None:
+    found = rows(page(10.0, addresses=NODE2))  # node 1 is master, yet node 2 holds VIP 51
+    assert [css for css, _ in found] == ["bad", "", "", "", ""]
+    assert "DUPLICATE VIP" in found[0][1]
+    assert "<b>51</b>" in found[0][1]
+
+
+def test_split_brain_rows_come_first_and_say_so() -> None:
+    html = page(90.5)
+    assert "5 of 5 VRIDs need attention." in html
+    found = rows(html)
+    assert [css for css, _ in found] == ["bad"] * 5
+    assert all("SPLIT-BRAIN" in cells for _, cells in found)
+    vrid51 = next(cells for _, cells in found if "<b>51</b>" in cells)
+    assert "<code>192.0.2.51</code> <b>held here</b>" in vrid51
+    assert "192.0.2.12</code> prio 100 <b>(this host)</b>" in vrid51
+
+
+def test_lost_master_after_the_last_resignation() -> None:
+    found = rows(page(125.0))  # both nodes stopped: nobody advertises
+    assert all("NO MASTER" in cells for _, cells in found)
+
+
+def test_values_are_escaped_and_no_secret_shown() -> None:
+    html = page(90.5, Segment("<script>x</script>", "ns&1"))
+    assert "<script>x" not in html
+    assert "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "ns&amp;1" in html
+    for secret in ("secret12", "ahsecret"):
+        assert secret not in html
+    assert "auth PASS" in html
+
+
+def test_nothing_heard_yet() -> None:
+    assert "No VRRP adverts heard yet." in render([], {}, 0.0, "h", "v", "/metrics")
