@@ -62,7 +62,9 @@ def test_split_brain_view() -> None:
     assert s["vrrp_duplicate_vip", frozenset(base)] == 0
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing"
+)
 @pytest.mark.parametrize("offset", [10.0, 90.5, 120.0])
 def test_promtool_check_metrics(offset: float) -> None:
     result = subprocess.run(
@@ -77,7 +79,9 @@ def test_promtool_check_metrics(offset: float) -> None:
 def test_every_family_is_exposed_as_declared() -> None:
     text = exposition("vrrp-all.pcap", 104.0).decode()  # after a transition
     for name, (kind, doc) in METRICS.items():
-        if name.startswith(("vrrp_capture", "vrrp_untracked", "vrrp_packets", "ka_exporter_capture")):
+        if name.startswith(
+            ("vrrp_capture", "vrrp_untracked", "vrrp_packets", "ka_exporter_capture")
+        ):
             continue  # need live taps, rejects or a flood: covered by the capture and model tests
         exposed = name + ("_total" if kind == COUNTER else "_info" if kind == INFO else "")
         assert f"# TYPE {exposed} {'gauge' if kind == INFO else kind}" in text

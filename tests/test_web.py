@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from aiohttp.web import AppRunner
+from prometheus_client import CollectorRegistry
+
+from ka_exporter import web
+from ka_exporter.metrics import ExporterCollector, LocalState
+from tests.states import model_at
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":9743", (None, 9743)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        ("[::1]:9743", ("::1", 9743)),
+        ("localhost:1", ("localhost", 1)),
+    ],
+)
+def test_parse_listen_address(text: str, expected: tuple[str | None, int]) -> None:
+    assert web.parse_listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9743", "host:", "host:x", ":0", ":65536", ""])
+def test_parse_listen_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        web.parse_listen_address(text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+async def serving(ready: bool) -> tuple[AppRunner, str]:
+    model, now = model_at("vrrp-all.pcap", 90.5)
+    registry = CollectorRegistry(auto_describe=False)
+    local = LocalState({}, {"": True})
+    registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
+    app = web.make_app(registry, lambda: "<html>status</html>", lambda: ready, "/probe")
+    port = free_port()
+    return await web.serve(app, "127.0.0.1", port), f"http://127.0.0.1:{port}"
+
+
+async def fetch(url: str) -> tuple[int, str, str]:
+    return await asyncio.to_thread(get, url)
+
+
+def test_endpoints() -> None:
+    async def main() -> None:
+        runner, url = await serving(ready=True)
+        try:
+            status, ctype, body = await fetch(url + "/probe")
+            assert status == 200 and ctype.startswith("text/plain")
+            assert 'vrrp_split_brain{family="ipv4",interface="eth0",vrid="51"} 1.0' in body
+            assert (await fetch(url + "/"))[2] == "<html>status</html>"
+            assert (await fetch(url + "/-/healthy"))[:1] == (200,)
+            assert (await fetch(url + "/-/ready"))[:1] == (200,)
+            assert (await fetch(url + "/metrics"))[0] == 404  # the path is the flag's
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_not_ready_is_503() -> None:
+    async def main() -> None:
+        runner, url = await serving(ready=False)
+        try:
+            assert (await fetch(url + "/-/ready"))[0] == 503
+            assert (await fetch(url + "/-/healthy"))[0] == 200
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def test_port_in_use_raises_before_serving() -> None:
+    async def main() -> None:
+        runner, url = await serving(ready=True)
+        port = int(url.rsplit(":", 1)[1])
+        try:
+            with pytest.raises(OSError, match="address already in use"):
+                await web.serve(
+                    web.make_app(CollectorRegistry(), str, bool, "/m"), "127.0.0.1", port
+                )
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
