@@ -10,7 +10,12 @@ NODE1 = {"": frozenset({"192.0.2.11", "192.0.2.51", "192.0.2.52", "192.0.2.152",
 NODE2 = {"": frozenset({"192.0.2.12", "192.0.2.51"})}
 
 
-def page(offset: float, segment: Segment = Segment("eth0"), addresses=NODE2) -> str:  # type: ignore[no-untyped-def]
+ETH0 = Segment("eth0")
+
+
+def page(
+    offset: float, segment: Segment = ETH0, addresses: dict[str, frozenset[str]] = NODE2
+) -> str:
     model, now = model_at("vrrp-all.pcap", offset, segment)
     return render(model.snapshot(now), addresses, now, "node2", "1.2.3", "/metrics")
 
