@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import logging
 import socket
 import struct
 import time
@@ -21,8 +20,6 @@ from pyroute2 import netns as p2netns
 
 from ka_exporter.decode import LinkType
 from ka_exporter.model import Model, Segment
-
-log = logging.getLogger(__name__)
 
 FILTER = "ip proto 112 or ip6 proto 112 or (ip proto 51 and ip[((ip[0]&0xf)<<2)] = 112)"
 # `tcpdump -dd FILTER` on Ethernet: compiled once here so the exporter needs no libpcap at run
@@ -73,6 +70,20 @@ def attach_filter(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+_NO_CAPABILITY = (
+    "capturing needs the CAP_NET_RAW capability (run as root, or grant it: "
+    "setcap cap_net_raw+ep, or AmbientCapabilities=CAP_NET_RAW)"
+)
+
+
+def check_privilege() -> None:
+    """Fails at start, not at the first interface, when packet sockets are not allowed."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError:
+        raise PrivilegeError(_NO_CAPABILITY) from None
+
+
 def open_socket(interface: str, netns: str = "") -> socket.socket:
     """A filtered, non-blocking packet socket on `interface` inside `netns` ("" = ours).
 
@@ -87,10 +98,7 @@ def open_socket(interface: str, netns: str = "") -> socket.socket:
         else:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     except PermissionError:
-        raise PrivilegeError(
-            "capturing needs the CAP_NET_RAW capability (run as root, or grant it: "
-            "setcap cap_net_raw+ep, or AmbientCapabilities=CAP_NET_RAW)"
-        ) from None
+        raise PrivilegeError(_NO_CAPABILITY) from None
     try:
         attach_filter(sock)
         for option, size in ((SO_RCVBUFFORCE, RECEIVE_BUFFER), (socket.SO_RCVBUF, RECEIVE_BUFFER)):
@@ -142,7 +150,6 @@ class Capture:
         self.failed.discard(segment)
         tap = self.taps[segment] = Tap(segment, sock)
         self.loop.add_reader(sock.fileno(), self._drain, tap)
-        log.info("capturing on %s", _where(segment))
 
     def close(self, segment: Segment) -> None:
         self.failed.discard(segment)
@@ -150,7 +157,6 @@ class Capture:
         if tap is not None:
             self.loop.remove_reader(tap.sock.fileno())
             tap.sock.close()
-            log.info("stopped capturing on %s", _where(segment))
 
     def close_all(self) -> None:
         for segment in list(self.taps):
@@ -173,7 +179,3 @@ class Capture:
                     return  # link went down or away; netlink tells us whether to close
                 raise
             ingest(segment, now(), frame, LinkType.ETHERNET)
-
-
-def _where(segment: Segment) -> str:
-    return f"{segment.interface} (netns {segment.netns})" if segment.netns else segment.interface

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import os
 import signal
 import socket
 import time
@@ -19,10 +20,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from ka_exporter import __version__, status, web
-from ka_exporter.capture import Capture, CaptureError, PrivilegeError
+from ka_exporter.capture import Capture, CaptureError, PrivilegeError, check_privilege
 from ka_exporter.metrics import ExporterCollector, LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
-from ka_exporter.netlink import Watcher
+from ka_exporter.netlink import Watcher, check_netns
 
 log = logging.getLogger("ka_exporter")
 
@@ -96,12 +97,13 @@ class Daemon:
         )
 
     async def start(self) -> None:
-        for watcher in self.watchers.values():
-            try:
-                await watcher.start()
-            except FileNotFoundError as exc:
-                raise StartupError(str(exc)) from None
-        self._check_interfaces()
+        """Checks what can be checked before touching anything, then listens, then captures."""
+        try:
+            check_privilege()
+            for netns in self.settings.netns:
+                check_netns(netns)
+        except (PrivilegeError, FileNotFoundError) as exc:
+            raise StartupError(str(exc)) from None
         app = web.make_app(
             self.registry, self.status_page, self.ready, self.settings.telemetry_path
         )
@@ -109,21 +111,25 @@ class Daemon:
         try:
             self._runner = await web.serve(app, host, port)
         except OSError as exc:
-            raise StartupError(f"cannot listen on {host or ''}:{port}: {exc.strerror}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on {host or ''}:{port}: {reason}") from None
+        for watcher in self.watchers.values():
+            await watcher.start()
+        self._check_interfaces()
         self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
         self._tasks.append(asyncio.create_task(self._tick()))
+        # Not loop.add_signal_handler: its wakeup fd is inherited by the children pyroute2 forks
+        # to open sockets in other namespaces, and their SIGTERM would stop us.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.stopping.set))
         self.started = True
-        log.info(
-            "listening on %s:%d, capturing on %d interfaces",
-            host or "*",
-            port,
-            len(self.capture.taps),
-        )
+        taps = ", ".join(sorted(_where(s) for s in self.capture.taps)) or "no interface yet"
+        log.info("listening on %s:%d, capturing on %s", host or "*", port, taps)
 
     async def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -143,10 +149,14 @@ class Daemon:
         if not selected(segment, self.settings.interfaces):
             return
         if not present:
+            if segment in self.capture.taps and self.started:
+                log.info("stopped capturing on %s", _where(segment))
             self.capture.close(segment)
             return
         try:
             self.capture.open(segment)
+            if self.started:
+                log.info("capturing on %s", _where(segment))
         except PrivilegeError as exc:
             if not self.started:
                 raise StartupError(str(exc)) from None
@@ -160,6 +170,10 @@ class Daemon:
             for event in self.model.pop_events():
                 log.info("%s", describe(event))
             await asyncio.sleep(TICK_SECONDS)
+
+
+def _where(segment: Segment) -> str:
+    return f"{segment.netns}/{segment.interface}" if segment.netns else segment.interface
 
 
 async def run(settings: Settings) -> None:

@@ -47,8 +47,6 @@ class Watcher:
 
     async def start(self) -> None:
         """Dumps links and addresses; raises if the namespace cannot be watched at all."""
-        if self.netns:
-            check_netns(self.netns)
         self._ipr = AsyncIPRoute(netns=self.netns, flags=0) if self.netns else AsyncIPRoute()
         await self._ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
         for name in list(self.links.values()):
