@@ -107,28 +107,25 @@ _MEMO_SIZE = 4096
 _Fields = tuple[
     str, str, str, int, int, int, int, tuple[str, ...], int, str, bool, Checksum, int, int
 ]
-_memo: dict[bytes, _Fields | Reject] = {}
+_memo: dict[tuple[bytes, bytes], _Fields | Reject] = {}
 
 
 def decode(
     frame: bytes, time: float, linktype: int = _ETHERNET, key: bytes = _PROCESS_KEY
 ) -> Advert | Reject:
     n = len(frame)
-    if linktype == _ETHERNET:
-        if n < 14:
+    if linktype in (_ETHERNET, _SLL):
+        # libpcap puts a stripped 802.1Q tag back into SLL frames, just as it sits in Ethernet
+        off = 12 if linktype == _ETHERNET else 14
+        if n < off + 2:
             return Reject.TRUNCATED
-        off = 12
-        ethertype = frame[12] << 8 | frame[13]
+        ethertype = frame[off] << 8 | frame[off + 1]
         while ethertype in _VLAN_TAGS:
             off += 4
             if n < off + 2:
                 return Reject.TRUNCATED
             ethertype = frame[off] << 8 | frame[off + 1]
         off += 2
-    elif linktype == _SLL:
-        if n < 16:
-            return Reject.TRUNCATED
-        ethertype, off = frame[14] << 8 | frame[15], 16
     elif linktype == _SLL2:
         if n < 20:
             return Reject.TRUNCATED
@@ -158,6 +155,10 @@ def _ipv4(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
     if end > len(frame) or len(frame) < off + ihl:
         return Reject.TRUNCATED
     proto = frame[off + 9]
+    if proto not in (PROTO_VRRP, PROTO_AH):
+        return Reject.NOT_VRRP
+    if (frame[off + 6] << 8 | frame[off + 7]) & 0x3FFF:
+        return Reject.FRAGMENT
     p = off + ihl
     ah = proto == PROTO_AH
     if ah:
@@ -167,8 +168,6 @@ def _ipv4(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
         p += (frame[p + 1] + 2) * 4
     if proto != PROTO_VRRP:
         return Reject.NOT_VRRP
-    if (frame[off + 6] << 8 | frame[off + 7]) & 0x3FFF:
-        return Reject.FRAGMENT
     src = frame[off + 12 : off + 16]
     dst = frame[off + 16 : off + 20]
     return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key)
@@ -209,7 +208,7 @@ def _memoized(
     time: float,
     key: bytes,
 ) -> Advert | Reject:
-    memo_key = b"%c%c%c%s%s%s%s" % (len(src), ttl, ah, key, src, dst, frame[p:end])
+    memo_key = (key, b"%c%c%c%s%s%s" % (len(src), ttl, ah, src, dst, frame[p:end]))
     fields = _memo.get(memo_key)
     if fields is None:
         fields = _vrrp(frame, p, end, family, src, dst, ttl, ah, key)
@@ -235,7 +234,9 @@ def _vrrp(
     """Validates one message; returns the Advert fields after `time`."""
     if end < p + 8:
         return Reject.LENGTH
-    if ttl != 255:
+    # RFC 3768/5798 receivers drop TTL != 255; keepalived skips the check for unicast adverts,
+    # whose TTL its `unicast_ttl` option sets.
+    if ttl != 255 and (dst[0] >> 4 == 0xE if family == IPV4 else dst[0] == 0xFF):
         return Reject.TTL
     version = frame[p] >> 4
     if version not in (2, 3) or (version == 2 and family == IPV6):

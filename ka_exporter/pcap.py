@@ -18,6 +18,7 @@ _PCAP_MAGIC = {
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
+_MAX_BLOCK = 64 << 20  # larger is corruption, not a packet: refuse before allocating it
 
 
 class PcapError(Exception):
@@ -61,7 +62,7 @@ def _pcap(stream: BinaryIO, endian: str, unit: float) -> Iterator[Packet]:
         if len(head) != 16:
             raise PcapError("truncated capture: the file ends inside a packet header")
         sec, frac, caplen, _ = record.unpack(head)
-        if caplen > 0x4000000:
+        if caplen > _MAX_BLOCK:
             raise PcapError(f"corrupt capture: a packet claims {caplen} bytes")
         yield Packet(sec + frac * unit, linktype, _exact(stream, caplen, "a packet"), "")
 
@@ -81,7 +82,7 @@ def _pcapng(stream: BinaryIO) -> Iterator[Packet]:
             endian, interfaces = _section(stream), []
         else:
             length = struct.unpack(endian + "I", _exact(stream, 4, "a block header"))[0]
-            if length < 12 or length % 4:
+            if length < 12 or length % 4 or length > _MAX_BLOCK:
                 raise PcapError(f"corrupt pcapng: a block claims {length} bytes")
             body = _exact(stream, length - 8, "a block")[:-4]
             packet = _block(block_type, body, endian, interfaces)
@@ -129,7 +130,8 @@ def _block(
     if block_type == 3:  # simple packet: no timestamp
         if not interfaces or len(body) < 4:
             raise PcapError("corrupt pcapng: simple packet block without an interface")
-        return Packet(0.0, interfaces[0].linktype, body[4:], interfaces[0].name)
+        size = struct.unpack(endian + "I", body[:4])[0]
+        return Packet(0.0, interfaces[0].linktype, body[4 : 4 + size], interfaces[0].name)
     return None
 
 

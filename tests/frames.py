@@ -1,16 +1,17 @@
 """Frame builders and oracles shared by the decoder and capture tests.
 
-Adverts are built with scapy (which computes the checksums the way keepalived does), re-framed into
-the link layers the decoder accepts, and dissected back with scapy as an independent oracle. The carp
-contrib is never loaded here: it unbinds VRRP from IP.
+Adverts are built with scapy (which computes the checksums the way keepalived does), re-framed
+into the link layers the decoder accepts, and dissected back with scapy as an independent oracle.
+The carp contrib is never loaded here: it unbinds VRRP from IP.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,15 @@ def advert(
     dst: str | None = None,
     ttl: int = 255,
     ah: bool = False,
-    trailer: bytes = b"",
     auth: bytes | None = None,
     **fields: Any,
 ) -> Packet:
-    """Ether/IP(v6)/[AH]/VRRP(v3)[/trailer] with scapy's checksums; `fields` go to the VRRP layer."""
+    """Ether/IP(v6)/[AH]/VRRP(v3) with scapy's checksums; `fields` go to the VRRP layer."""
+    v3_ipv6 = (version, family) == (3, "ipv6")
+    fields.setdefault("addrlist", ["2001:db8::50"] if v3_ipv6 else ["192.0.2.50"])
     if family == "ipv4":
-        fields.setdefault("addrlist", ["192.0.2.50"])
         l3: Packet = IP(src=src or SRC4, dst=dst or GROUP4, ttl=ttl)
     else:
-        fields.setdefault("addrlist", ["2001:db8::50"])
         l3 = IPv6(src=src or SRC6, dst=dst or GROUP6, hlim=ttl)
     if version == 3:
         message: Packet = VRRPv3(**fields)
@@ -89,36 +89,61 @@ def advert(
         l3.nh = 112  # scapy binds only VRRPv3 to IPv6
     if ah:
         l3 = l3 / AH(nh=112, payloadlen=4, spi=0xC000020B, seq=1, icv=b"\xa7" * 12)
-    pkt = Ether(src=SRC_MAC) / l3 / message
-    if trailer:
-        pkt = pkt / Raw(trailer)
-    return pkt
+    return Ether(src=SRC_MAC, dst=_dst_mac(l3.dst)) / l3 / message
 
 
-def ip_payload(frame: bytes) -> tuple[int, bytes]:
-    """(offset of the IP header, IP header + payload up to the IP length) of an Ethernet frame."""
-    ethertype = struct.unpack_from("!H", frame, 12)[0]
-    off = 14
-    if ethertype == 0x0800:
-        return off, frame[off : off + struct.unpack_from("!H", frame, off + 2)[0]]
-    return off, frame[off : off + 40 + struct.unpack_from("!H", frame, off + 4)[0]]
+def message(pkt: Packet) -> bytes:
+    """The VRRP message of a built advert (checksum included)."""
+    return bytes(pkt.getlayer(VRRPv3) or pkt[VRRP])
+
+
+def with_trailer(pkt: Packet, trailer: bytes) -> Packet:
+    """The advert with bytes after its message inside the IP payload.
+
+    Not `pkt / Raw(trailer)`: scapy's VRRP and VRRPv3 `post_build` return the layer without its
+    payload, so a Raw stacked on them silently disappears from the built frame.
+    """
+    return replace_message(pkt, message(pkt) + trailer) if trailer else pkt
+
+
+def _dst_mac(dst: str) -> str:
+    if dst == GROUP4:
+        return "01:00:5e:00:00:12"
+    return "33:33:00:00:00:12" if dst == GROUP6 else "02:00:00:00:00:0c"
+
+
+def replace_message(pkt: Packet, payload: bytes) -> Packet:
+    """A copy of an advert whose IP payload is `payload` verbatim (still IP protocol 112)."""
+    out = pkt.copy()
+    ip = out.getlayer(IP) or out[IPv6]
+    ip.remove_payload()
+    if isinstance(ip, IP):
+        ip.proto = 112
+    else:
+        ip.nh = 112
+    return out / Raw(payload)
+
+
+def patch(frame: bytes, offset: int, value: bytes) -> bytes:
+    return frame[:offset] + value + frame[offset + len(value) :]
 
 
 def set_checksum(pkt: Packet, variant: Checksum | None) -> Packet:
-    """A copy of a VRRPv3/IPv4 advert whose checksum is computed per `variant` (None: corrupt)."""
+    """A copy of an advert with its checksum computed per `variant`; None gives a corrupt one."""
     out = pkt.copy()
-    vr = out[VRRPv3]
-    ip = out[IP]
+    vr = out.getlayer(VRRPv3) or out[VRRP]
+    ip = out.getlayer(IP) or out[IPv6]
     vr.chksum = 0
-    msg = bytes(vr)[: len(vr) - len(vr.payload)]
+    msg = bytes(vr)
+    pseudo = checksum(pseudo_header(ip.src, ip.dst, len(msg)) + msg)
     if variant is Checksum.MESSAGE:
         vr.chksum = checksum(msg)
     elif variant is Checksum.LEGACY_UNICAST:
         vr.chksum = checksum(pseudo_header(ip.src, GROUP4, len(msg)) + msg)
-    elif variant is Checksum.PSEUDO_HEADER:
-        vr.chksum = checksum(pseudo_header(ip.src, ip.dst, len(msg)) + msg)
+    elif variant is Checksum.PSEUDO_HEADER:  # for v3 scapy's own pseudo-header computation
+        vr.chksum = pseudo if vr.version == 2 else None
     else:
-        vr.chksum = checksum(pseudo_header(ip.src, ip.dst, len(msg)) + msg) ^ 0x0101
+        vr.chksum = (checksum(msg) if vr.version == 2 else pseudo) ^ 0x0101
     return out
 
 
@@ -194,13 +219,13 @@ def scapy_fields(frame: bytes) -> dict[str, Any]:
     v2 = vr.version != 3
     return {
         "family": family,
-        "src": src,
-        "dst": dst,
+        "src": ipaddress.ip_address(src),
+        "dst": ipaddress.ip_address(dst),
         "version": vr.version,
         "vrid": vr.vrid,
         "priority": vr.priority,
         "interval_cs": vr.adv * 100 if v2 else vr.adv,
-        "vips": tuple(vr.addrlist),
+        "vips": tuple(map(ipaddress.ip_address, vr.addrlist)),
         "auth_type": vr.authtype if v2 else 0,
         "ah": ah is not None,
         "trailer": message_bytes - header,
@@ -209,10 +234,22 @@ def scapy_fields(frame: bytes) -> dict[str, Any]:
 
 
 def advert_fields(adv: Advert) -> dict[str, Any]:
-    return {name: getattr(adv, name) for name in ADVERT_FIELDS}
+    """The fields `scapy_fields` gives, addresses as `ipaddress` objects (scapy writes IPv6 its own
+    way: '::ffff:0:0' where libc's inet_ntop, and the decoder, write '::ffff:0.0.0.0')."""
+    fields = {name: getattr(adv, name) for name in ADVERT_FIELDS}
+    fields["src"] = ipaddress.ip_address(adv.src)
+    fields["dst"] = ipaddress.ip_address(adv.dst)
+    fields["vips"] = tuple(map(ipaddress.ip_address, adv.vips))
+    return fields
 
 
-@lru_cache(maxsize=None)
+def canonical(address: str) -> str:
+    """The libc text form of an address, as `ip addr` and netlink consumers print it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.inet_ntop(family, socket.inet_pton(family, address))
+
+
+@cache
 def capture(name: str) -> tuple[CapturedPacket, ...]:
     with (DATA / name).open("rb") as f:
         return tuple(read(f))
