@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -73,7 +74,7 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
+        if not math.isfinite(value) or value <= 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
         return value
 
@@ -109,13 +110,16 @@ def add_model_flags(parser: Parser) -> None:
     )
 
 
-def model_config(args: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(
-        master_tolerance=getattr(args, "vrrp.master_tolerance"),
-        split_brain_debounce=getattr(args, "vrrp.split_brain_debounce"),
-        expire_after=getattr(args, "vrrp.expire_after"),
-        max_routers=int(getattr(args, "vrrp.max_routers")),
-    )
+def model_config(parser: Parser, args: argparse.Namespace) -> ModelConfig:
+    try:
+        return ModelConfig(
+            master_tolerance=getattr(args, "vrrp.master_tolerance"),
+            split_brain_debounce=getattr(args, "vrrp.split_brain_debounce"),
+            expire_after=getattr(args, "vrrp.expire_after"),
+            max_routers=int(getattr(args, "vrrp.max_routers")),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def analyze_main(argv: Sequence[str]) -> int:
@@ -129,7 +133,7 @@ def analyze_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     try:
         with open(args.file, "rb") as stream:
-            result = analyze.replay(stream, model_config(args))
+            result = analyze.replay(stream, model_config(parser, args))
     except OSError as exc:
         parser.exit(2, f"{parser.prog}: error: cannot read {args.file}: {exc.strerror}\n")
     except pcap.PcapError as exc:
@@ -197,7 +201,7 @@ def exporter_main(argv: Sequence[str]) -> int:
         telemetry_path=getattr(args, "web.telemetry_path"),
         interfaces=tuple(args.interface),
         netns=tuple(args.netns),
-        model=model_config(args),
+        model=model_config(parser, args),
     )
     try:
         asyncio.run(daemon.run(settings))

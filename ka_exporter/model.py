@@ -70,6 +70,27 @@ class ModelConfig:
     expire_after: float = 10.0  # forget a silent router after this many master-down intervals
     max_routers: int = 4096  # beyond this, new sources are counted, not tracked
 
+    def __post_init__(self) -> None:
+        # A backup takes over after 3 silent intervals, so a longer tolerance would keep a dead
+        # master "acting" beside its successor; expiring a router before it is even silent (or
+        # before its loss is declared) would forget what the events still speak of.
+        if not 0 < self.master_tolerance < 3:
+            raise ValueError(
+                f"master tolerance must be above 0 and below 3: {self.master_tolerance}"
+            )
+        if not 0 < self.split_brain_debounce < INFINITY:
+            raise ValueError(f"split-brain debounce must be above 0: {self.split_brain_debounce}")
+        if not 2 <= self.expire_after < INFINITY:
+            raise ValueError(f"expire-after must be at least 2: {self.expire_after}")
+        if self.max_routers < 1:
+            raise ValueError(f"max routers must be at least 1: {self.max_routers}")
+
+
+def master_down_interval(version: int, interval: float, priority: int) -> float:
+    """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is seconds, v3 scales with interval."""
+    skew = (256 - priority) / 256
+    return 3 * interval + (skew * interval if version == 3 else skew)
+
 
 @dataclass(slots=True)
 class Router:
@@ -89,13 +110,13 @@ class Router:
     silent: bool = False
     config: tuple[object, ...] = ()
     interval: float = 0.0  # seconds
-    master_down_interval: float = 0.0
+    master_down_interval: float = 0.0  # with its own priority: when it counts as silent
+    backup_wait: float = 0.0  # the longest any backup waits for it: priority 1's interval
 
     def __post_init__(self) -> None:
         self.retime()
 
     def retime(self) -> None:
-        """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is seconds, v3 scales with interval."""
         self.config = (
             self.interval_cs,
             self.vips,
@@ -106,10 +127,8 @@ class Router:
             self.checksum,
         )
         self.interval = self.interval_cs / 100.0
-        skew = (256 - self.priority) / 256
-        self.master_down_interval = 3 * self.interval + (
-            skew * self.interval if self.version == 3 else skew
-        )
+        self.master_down_interval = master_down_interval(self.version, self.interval, self.priority)
+        self.backup_wait = master_down_interval(self.version, self.interval, 1)
 
 
 @dataclass(slots=True)
@@ -122,6 +141,7 @@ class Vrid:
     transitions: int = 0
     last_transition: float | None = None
     split_since: float | None = None
+    split_deadline: float = INFINITY  # set when the overlap begins; only ever extended
     split_brain: bool = False
     split_brain_events: int = 0
     mismatches: frozenset[str] = frozenset()
@@ -291,13 +311,18 @@ class Model:
         if len(vrid.acting) >= 2:
             if vrid.split_since is None:
                 vrid.split_since = t
+            slowest = max(vrid.routers[a].interval for a in vrid.acting)
+            due = vrid.split_since + self.config.split_brain_debounce * slowest
+            vrid.split_deadline = max(
+                vrid.split_deadline if vrid.split_deadline < INFINITY else t, due
+            )
             vrid.lost_at = INFINITY
             return
         if vrid.split_since is not None:
             if vrid.split_brain:
                 vrid.split_brain = False
                 self._emit(t, EventType.SPLIT_BRAIN_END, vrid, tuple(sorted(vrid.acting)))
-            vrid.split_since = None
+            vrid.split_since, vrid.split_deadline = None, INFINITY
         if vrid.acting:
             (new,) = vrid.acting
             vrid.lost_at = INFINITY
@@ -312,10 +337,10 @@ class Model:
                     vrid.last_transition = t
                 vrid.master, vrid.had_master = new, True
         elif vrid.master is not None and vrid.lost_at == INFINITY:
+            # Every backup waits its own master-down interval before taking over; only after the
+            # slowest possible one (priority 1) is nobody coming.
             last = max(r.last_seen for r in vrid.routers.values())
-            master = vrid.routers.get(vrid.master)
-            mdi = master.master_down_interval if master else 0.0
-            vrid.lost_at = last + mdi
+            vrid.lost_at = last + vrid.routers[vrid.master].backup_wait
 
     def _check_config(self, vrid: Vrid, t: float) -> None:
         configs = [r.config for r in vrid.routers.values()]
@@ -330,14 +355,10 @@ class Model:
             self._emit(t, EventType.CONFIG_MISMATCH_END, vrid, tuple(vrid.routers), field=name)
         vrid.mismatches = now
 
-    def _debounce(self, vrid: Vrid) -> float:
-        interval = max(vrid.routers[a].interval for a in vrid.acting)
-        return self.config.split_brain_debounce * interval
-
     def _next_deadline(self, vrid: Vrid) -> float:
         deadline = vrid.lost_at
-        if vrid.split_since is not None and not vrid.split_brain:
-            deadline = min(deadline, vrid.split_since + self._debounce(vrid))
+        if not vrid.split_brain:
+            deadline = min(deadline, vrid.split_deadline)
         tolerance, expire, acting = (
             self.config.master_tolerance,
             self.config.expire_after,
@@ -348,8 +369,8 @@ class Model:
                 due = r.last_seen + expire * r.master_down_interval
             else:
                 due = r.last_seen + r.master_down_interval
-                if r.address in acting:
-                    due = min(due, r.last_seen + tolerance * r.interval)
+            if r.address in acting:
+                due = min(due, r.last_seen + tolerance * r.interval)
             deadline = min(deadline, due)
         return deadline
 
@@ -364,7 +385,7 @@ class Model:
 
     def _fire(self, vrid: Vrid, t: float) -> None:
         since = vrid.split_since
-        if since is not None and not vrid.split_brain and since + self._debounce(vrid) <= t:
+        if since is not None and not vrid.split_brain and vrid.split_deadline <= t:
             vrid.split_brain = True
             vrid.split_brain_events += 1
             masters = tuple(sorted(vrid.acting))

@@ -1,0 +1,315 @@
+"""`analyze` on the reference captures: the model's events must tell what happened in the lab
+(vrrp.md §0 and the timeline in §4.3), and the JSON/table output must keep its documented shape."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ka_exporter.analyze import Analysis, replay, to_json, to_table, use_colour
+from ka_exporter.model import Event, EventType
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+CAPTURES = ("vrrp-all", "vrrp-prio-change", "vrrp-strict-vmac-fault")
+
+NODE1 = {"ipv4": "192.0.2.11", "ipv6": "fe80::f8f6:94ff:fe7b:2112"}
+NODE2 = {"ipv4": "192.0.2.12", "ipv6": "fe80::c4dc:51ff:fec8:42a8"}
+ALL_VRIDS = {51: "ipv4", 52: "ipv4", 53: "ipv4", 54: "ipv6", 55: "ipv4"}
+# Skew_Time of the prio-100 backup after a priority-0 advert, with some slack (vrrp.md §1.3)
+TAKEOVER = {51: 0.7, 52: 0.35, 53: 0.7, 54: 0.7, 55: 0.7}
+
+
+def replay_bytes(data: bytes) -> Analysis:
+    return replay(io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def analyses() -> dict[str, Analysis]:
+    return {name: replay_bytes((DATA / f"{name}.pcap").read_bytes()) for name in CAPTURES}
+
+
+def offset(a: Analysis, e: Event) -> float:
+    return e.time - a.start
+
+
+def vrid_events(a: Analysis, vrid: int, *kinds: EventType) -> list[Event]:
+    return [e for e in a.events if e.key.vrid == vrid and (not kinds or e.type in kinds)]
+
+
+def pcap_prefix(path: Path, seconds: float) -> bytes:
+    """The records of a little-endian pcap file up to `seconds` after its first packet."""
+    data = path.read_bytes()
+    assert data[:4] == b"\xd4\xc3\xb2\xa1"
+    pos, first = 24, None
+    while pos < len(data):
+        sec, usec, caplen, _ = struct.unpack_from("<IIII", data, pos)
+        t = sec + usec / 1e6
+        first = t if first is None else first
+        if t - first > seconds:
+            break
+        pos += 16 + caplen
+    return data[:pos]
+
+
+# --- vrrp-all.pcap: five instances, split brain, heal, graceful stops ------------------------
+
+
+def test_vrrp_all_sees_every_instance_and_rejects_nothing(analyses: dict[str, Analysis]) -> None:
+    a = analyses["vrrp-all"]
+    assert (a.packets, a.rejects, a.untracked) == (751, {}, 0)
+    assert {v.key.vrid: v.key.family for v in a.vrids} == ALL_VRIDS
+    for v in a.vrids:
+        family = v.key.family
+        assert {r.address for r in v.routers} == {NODE1[family], NODE2[family]}
+        # the capture ends right after node 2's priority-0 advert
+        assert (v.masters, v.split_brain, v.split_brain_events) == ((), False, 1)
+    assert EventType.MASTER_LOST not in {e.type for e in a.events}
+
+
+@pytest.mark.parametrize("vrid", sorted(ALL_VRIDS))
+def test_vrrp_all_one_split_brain_episode_per_vrid(
+    analyses: dict[str, Analysis], vrid: int
+) -> None:
+    a = analyses["vrrp-all"]
+    family = ALL_VRIDS[vrid]
+    (start,) = vrid_events(a, vrid, EventType.SPLIT_BRAIN_START)
+    (end,) = vrid_events(a, vrid, EventType.SPLIT_BRAIN_END)
+    assert 84 < offset(a, start) < offset(a, end) < 100
+    # ports isolated at 84.92 s; the backup starts advertising after its master-down interval
+    since = float(start.detail["since"]) - a.start
+    assert 84.92 < since < offset(a, start)
+    assert set(start.addresses) == {NODE1[family], NODE2[family]}
+    assert len(end.addresses) == 1
+
+
+@pytest.mark.parametrize("vrid", sorted(ALL_VRIDS))
+def test_vrrp_all_graceful_stops(analyses: dict[str, Analysis], vrid: int) -> None:
+    a = analyses["vrrp-all"]
+    family = ALL_VRIDS[vrid]
+    n1, n2 = NODE1[family], NODE2[family]
+    resigned = vrid_events(a, vrid, EventType.MASTER_RESIGNED)
+    assert [e.addresses for e in resigned] == [(n1,), (n2,)]
+    assert offset(a, resigned[0]) == pytest.approx(102.74, abs=0.01)
+    assert offset(a, resigned[1]) == pytest.approx(117.36, abs=0.01)
+    after = [e for e in vrid_events(a, vrid, EventType.MASTER_CHANGED) if e.time > resigned[0].time]
+    (takeover,) = after
+    assert takeover.addresses == (n2, n1)
+    assert 0 < takeover.time - resigned[0].time < TAKEOVER[vrid]
+    (router1,) = [
+        r for r in next(v for v in a.vrids if v.key.vrid == vrid).routers if r.address == n1
+    ]
+    assert (router1.priority, router1.resignations) == (0, 1)
+
+
+# --- vrrp-prio-change.pcap -------------------------------------------------------------------
+
+
+def test_prio_change_reports_both_changes_then_the_resignation(
+    analyses: dict[str, Analysis],
+) -> None:
+    a = analyses["vrrp-prio-change"]
+    story = [
+        (e.type, e.detail)
+        for e in a.events
+        if e.type in (EventType.PRIORITY_CHANGED, EventType.MASTER_RESIGNED)
+    ]
+    assert story == [
+        (EventType.PRIORITY_CHANGED, {"old": 200, "new": 140}),
+        (EventType.PRIORITY_CHANGED, {"old": 140, "new": 200}),
+        (EventType.MASTER_RESIGNED, {}),
+    ]
+    (v,) = a.vrids
+    assert (v.key.vrid, v.transitions, v.split_brain_events) == (71, 0, 0)
+    assert [(r.address, r.priority, r.adverts, r.resignations) for r in v.routers] == [
+        ("192.0.2.11", 0, 10, 1)
+    ]
+
+
+# --- vrrp-strict-vmac-fault.pcap -------------------------------------------------------------
+
+
+def test_fault_resignations_and_failover_and_back(analyses: dict[str, Analysis]) -> None:
+    a = analyses["vrrp-strict-vmac-fault"]
+    n1, n2 = NODE1["ipv4"], NODE2["ipv4"]
+    (v,) = a.vrids
+    routers = {r.address: r for r in v.routers}
+    assert routers[n1].resignations == 3  # two back to back on FAULT, one on stop
+    resigned = [e for e in a.events if e.type == EventType.MASTER_RESIGNED]
+    assert [e.addresses for e in resigned] == [(n1,), (n1,)]  # one per episode
+    assert resigned[1].time - resigned[0].time > 5
+    masters = [
+        e.addresses
+        for e in a.events
+        if e.type in (EventType.MASTER_ELECTED, EventType.MASTER_CHANGED)
+    ]
+    assert masters == [(n1,), (n2, n1), (n1, n2)]
+    takeover = next(e for e in a.events if e.type == EventType.MASTER_CHANGED)
+    assert 0 < takeover.time - resigned[0].time < 0.7  # Skew_Time of prio 100 @1 s: 0.61 s
+    assert EventType.SPLIT_BRAIN_START not in {e.type for e in a.events}
+    assert (v.split_brain_events, v.transitions) == (0, 2)
+    assert a.rejects == {"not_vrrp": 25}  # the gratuitous ARPs
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+VRID_KEYS = {
+    "interface",
+    "family",
+    "vrid",
+    "masters",
+    "split_brain",
+    "split_brain_events",
+    "master_transitions",
+    "config_mismatch",
+    "routers",
+}
+ROUTER_KEYS = {
+    "address",
+    "priority",
+    "adverts",
+    "advert_interval_seconds",
+    "version",
+    "auth_type",
+    "auth_fingerprint",
+    "ah",
+    "checksum_variant",
+    "vips",
+    "resignations",
+    "first_seen",
+    "last_seen",
+}
+EVENT_KEYS = {"time", "offset", "type", "interface", "family", "vrid", "addresses"}
+DETAIL_KEYS = {
+    "split_brain_start": {"since"},
+    "priority_changed": {"old", "new"},
+    "config_mismatch_start": {"field"},
+    "config_mismatch_end": {"field"},
+}
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_json_has_the_documented_keys(analyses: dict[str, Analysis], name: str) -> None:
+    doc = json.loads(to_json(analyses[name]))
+    assert {"packets", "start", "end", "vrids", "events", "rejects", "untracked_adverts"} <= set(
+        doc
+    )
+    assert all(isinstance(n, int) for n in doc["rejects"].values())
+    assert doc["vrids"] and doc["events"]
+    for v in doc["vrids"]:
+        assert set(v) == VRID_KEYS
+        assert v["family"] in ("ipv4", "ipv6") and 1 <= v["vrid"] <= 255
+        for r in v["routers"]:
+            assert set(r) == ROUTER_KEYS
+            assert r["version"] in (2, 3) and r["advert_interval_seconds"] > 0
+            assert isinstance(r["vips"], list) and r["vips"]
+    for e in doc["events"]:
+        optional = DETAIL_KEYS.get(e["type"], set()) | {"returning"}
+        assert EVENT_KEYS <= set(e) <= EVENT_KEYS | optional
+        assert DETAIL_KEYS.get(e["type"], set()) <= set(e)
+        assert e["offset"] == pytest.approx(e["time"] - doc["start"], abs=1e-6)
+    times = [e["time"] for e in doc["events"]]
+    assert times == sorted(times)
+
+
+def test_json_auth_of_each_instance(analyses: dict[str, Analysis]) -> None:
+    doc = json.loads(to_json(analyses["vrrp-all"]))
+    auth = {
+        v["vrid"]: {
+            (r["auth_type"], r["ah"], r["checksum_variant"], r["version"]) for r in v["routers"]
+        }
+        for v in doc["vrids"]
+    }
+    assert auth == {
+        51: {(1, False, "message", 2)},
+        52: {(0, False, "pseudo_header", 3)},
+        53: {(0, False, "pseudo_header", 3)},
+        54: {(0, False, "pseudo_header", 3)},
+        55: {(2, True, "message", 2)},
+    }
+    prints = {r["auth_fingerprint"] for v in doc["vrids"] for r in v["routers"]}
+    # one PASS password on both nodes: one print; no password anywhere in the output
+    assert len(prints - {None}) == 1
+    assert "secret12" not in to_json(analyses["vrrp-all"])
+
+
+def normalised(doc: dict[str, Any]) -> dict[str, Any]:
+    """auth_fingerprint is keyed per process: keep only which routers share a print."""
+    names: dict[str, str] = {}
+    for v in doc["vrids"]:
+        for r in v["routers"]:
+            if r["auth_fingerprint"] is not None:
+                fingerprint = r["auth_fingerprint"]
+                r["auth_fingerprint"] = names.setdefault(fingerprint, f"<print {len(names) + 1}>")
+    return doc
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_json_matches_golden(
+    analyses: dict[str, Analysis], name: str, request: pytest.FixtureRequest
+) -> None:
+    doc = normalised(json.loads(to_json(analyses[name])))
+    golden = GOLDEN / f"{name}.json"
+    if request.config.getoption("update_golden"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(json.dumps(doc, indent=2) + "\n")
+    assert golden.exists(), f"{golden} missing: run pytest --update-golden"
+    assert doc == json.loads(golden.read_text()), f"differs from {golden} (--update-golden)"
+
+
+# --- table -----------------------------------------------------------------------------------
+
+
+def head_state(at: str, family: str) -> str:
+    n1, n2 = NODE1[family], NODE2[family]
+    return {
+        "node 1 master": f"master {n1}",
+        "split brain": f"SPLIT-BRAIN {' + '.join(sorted((n1, n2)))}",
+        "node 2 master": f"master {n2}",
+        "end": "no master",
+    }[at]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "at"),
+    [(60.0, "node 1 master"), (91.0, "split brain"), (110.0, "node 2 master"), (200.0, "end")],
+)
+def test_table_names_each_vrid_its_masters_and_episodes(seconds: float, at: str) -> None:
+    a = replay_bytes(pcap_prefix(DATA / "vrrp-all.pcap", seconds))
+    table = to_table(a, name="vrrp-all.pcap")
+    assert table.startswith(f"vrrp-all.pcap: {a.packets} packets, 0 rejected")
+    for vrid, family in ALL_VRIDS.items():
+        (head,) = [
+            line for line in table.splitlines() if f"{family} VRID {vrid} on capture" in line
+        ]
+        assert head_state(at, family) in head
+        episodes = 0 if at == "node 1 master" else 1
+        assert f"{episodes} split-brain episodes" in head
+    assert "\x1b[" not in table
+    assert "\ntimeline\n" in table
+
+
+def test_table_colours_only_when_asked(analyses: dict[str, Analysis]) -> None:
+    a = analyses["vrrp-all"]
+    assert "\x1b[" not in to_table(a)
+    coloured = to_table(a, colour=True)
+    assert "\x1b[31m" in coloured  # split-brain start in red
+    assert coloured.count("\x1b[") % 2 == 0  # every colour is reset
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_follows_the_terminal_and_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(Terminal())
+    assert not use_colour(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_colour(Terminal())
