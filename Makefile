@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests drive for real: keepalived nodes, decoders to check ours against,
 # Prometheus/Alertmanager, and a headless browser.
-APT_PACKAGES := keepalived tshark tcpdump iproute2 nftables libpcap0.8 \
+APT_PACKAGES := keepalived tshark tcpdump iproute2 nftables libpcap0.8 curl util-linux \
 	prometheus prometheus-alertmanager chromium
 
 .PHONY: test lint unit system-deps venv demo bench clean

@@ -10,6 +10,8 @@ from pyroute2 import netns as p2netns
 
 from lab import netns
 
+pytest_plugins = ["tests.lab_fixtures"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

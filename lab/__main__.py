@@ -1,0 +1,136 @@
+"""`python -m lab up | record DIR | clean`: a lab to play with, reference captures, recovery."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lab import addressing, firewall, netns
+from lab.config import Flavour, Instance, double_master
+from lab.lab import CAPTURE_FILTER, Lab, LabError, unavailable
+from lab.procs import Processes
+from lab.record import record_all
+
+# What `Lab` names its namespaces and temp dirs: ka + 4 hex digits.
+_LAB_NAME = re.compile(r"ka[0-9a-f]{4}-")
+_LAB_NAMESPACE = re.compile(r"ka[0-9a-f]{4}-(?:br|mon|n\d+)")
+
+
+def _demo_instances() -> list[Instance]:
+    # every node masters one VRID: n1 VRID 10, n2 VRID 11, n3 VRID 12 (IPv6)
+    return [*double_master(10, 11), Instance(12, Flavour.V3_V6, {1: 100, 2: 120, 3: 150})]
+
+
+def _describe(lab: Lab) -> str:
+    q = shlex.quote
+    br, mon = lab.ns("br"), lab.ns("mon")
+    lines = [f"lab {lab.prefix} is up; files in {lab.workdir}", ""]
+    lines.append(f"  {br:12} bridge br0, ports " + ", ".join(f"n{i}-0" for i in lab.nodes))
+    mon_v4 = addressing.host_ipv4(addressing.MONITOR_HOST)
+    lines.append(f"  {mon:12} monitor on port mon-0 (never isolated), {mon_v4}")
+    for i in lab.nodes:
+        proc = lab.node(i).proc
+        pid = proc.pid if proc else "-"
+        addr = addressing.host_ipv4(addressing.node_host(i))
+        lines.append(f"  {lab.ns(i):12} node {i}, {addr}, keepalived pid {pid}")
+    lines.append("")
+    for inst in lab.instances:
+        prios = " ".join(f"n{n}={p}" for n, p in sorted(inst.priorities.items()))
+        lines.append(f"  VRID {inst.vrid:3} {inst.flavour:6} {inst.vip_addresses[0]:20} {prios}")
+    n1, n2 = lab.node(1), lab.node(2)
+    lines += [
+        "",
+        "in another shell, for example:",
+        f"  ip netns exec {mon} tcpdump -ni eth0 -v {q(CAPTURE_FILTER)}",
+        f"  ip -n {n1.ns} addr show dev eth0",
+        f"  tail -f {n1.file('fifo.log')} {n1.file('notify.log')}",
+        f"  split brain: bridge -n {br} link set dev n1-0 isolated on; "
+        f"bridge -n {br} link set dev n2-0 isolated on   (off heals)",
+        f"  firewall:    ip netns exec {n2.ns} nft {q(firewall.RULES)}",
+        f"               ip netns exec {n2.ns} nft delete table inet {firewall.TABLE}",
+        f"  priority:    echo 1 > {n1.file('track')}   (-60 on all of n1; echo 0 restores)",
+        f"  link down:   ip -n {n1.ns} link set eth0 down",
+        f"  stop n1:     kill -TERM $(cat {n1.file('pid')})",
+        f"  crash n1:    kill -KILL $(cat {n1.file('vrrp.pid')} {n1.file('pid')})",
+        f"  start n1:    ip netns exec {n1.ns} keepalived -n -l -D -G -P -f {n1.file('conf')} "
+        f"-p {n1.file('pid')} -r {n1.file('vrrp.pid')} &",
+        "",
+        "Ctrl-C stops everything and removes the lab.",
+    ]
+    return "\n".join(lines)
+
+
+def _up(keep: bool) -> None:
+    with Lab(_demo_instances(), keep_dir=keep) as lab:
+        lab.start_all()
+        print(_describe(lab), flush=True)
+        shown = ""
+        try:
+            while True:
+                status = []
+                for inst in lab.instances:
+                    holders = sorted(lab.holders(inst.vrid))
+                    who = "+".join(f"n{n}" for n in holders) or "nobody"
+                    status.append(f"VRID {inst.vrid}: {who}{' (split brain)' * (len(holders) > 1)}")
+                line = "   ".join(status)
+                if line != shown:
+                    print(f"{time.strftime('%H:%M:%S')}  {line}", flush=True)
+                    shown = line
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("\nstopping lab ...", flush=True)
+    print(f"lab {lab.prefix} removed" + (f"; files kept in {lab.workdir}" if keep else ""))
+
+
+def _clean() -> None:
+    """Recovery after a lab's Python was SIGKILLed and could not clean up. It removes every
+    lab on this host, running or not, so it is a command and never done automatically."""
+    for ns in netns.names():
+        if _LAB_NAMESPACE.fullmatch(ns):
+            Processes.kill_all(netns.pids(ns))
+            netns.delete(ns)
+            print(f"removed namespace {ns}")
+    for path in Path(tempfile.gettempdir()).iterdir():
+        if _LAB_NAME.match(path.name) and (path / "notify.sh").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            print(f"removed {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="3-node lab in the foreground until Ctrl-C")
+    up.add_argument("--keep", action="store_true", help="keep configs and logs afterwards")
+    record = sub.add_parser("record", help="record the reference captures lab-*.pcap")
+    record.add_argument("dir", type=Path)
+    sub.add_parser("clean", help="remove leftovers of labs whose process was killed")
+    args = parser.parse_args(argv)
+
+    reason = unavailable()
+    if reason:
+        print(f"cannot run a lab: {reason}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "up":
+            _up(args.keep)
+        elif args.command == "record":
+            for path in record_all(args.dir):
+                print(f"{path}  {path.stat().st_size} bytes")
+        else:
+            _clean()
+    except (LabError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
