@@ -411,5 +411,7 @@ class Model:
         for address in expired:
             del vrid.routers[address]
             self.router_count -= 1
+            if address == vrid.master:  # silent through a split among others: nothing to lose
+                vrid.master, vrid.lost_at = None, INFINITY
         if expired and vrid.routers:
             self._check_config(vrid, t)

@@ -17,7 +17,6 @@ import pytest
 from ka_exporter import pcap
 from lab import Flavour, Instance, Lab, double_master, netns, render_config, wait_for
 
-
 VRID = 51  # the `pair` fixture's instance
 
 

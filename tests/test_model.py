@@ -605,3 +605,18 @@ def test_split_brain_start_keeps_events_in_time_order(stream: list[Advert]) -> N
     stream = sorted(stream, key=lambda a: a.time)
     times = [e.time for e in settle(feed(Model(), stream), 20.0)]
     assert times == sorted(times)
+
+
+def test_recorded_master_forgotten_during_a_split_among_others() -> None:
+    """Found by the property test: A is elected, B and C then split-brain while A falls silent
+    and is forgotten; the record of A as master must go with it."""
+    config = ModelConfig(master_tolerance=2.9, split_brain_debounce=0.5, expire_after=2.0)
+    stream = [
+        advert(0.0, A, 1, version=2, interval_cs=50),
+        advert(0.0, B, 1, version=2, interval_cs=300),
+        advert(0.0, C, 1, version=2, interval_cs=300),
+    ]
+    model = feed(Model(config), stream)
+    for t in (5.0, 7.0, 12.0):
+        (v,) = model.snapshot(t)
+        assert v.master is None or v.master in {r.address for r in v.routers}
