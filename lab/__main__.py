@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shlex
 import shutil
@@ -11,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import addressing, firewall, netns
+from lab import addressing, demo, firewall, netns
 from lab.config import Flavour, Instance, double_master
 from lab.lab import CAPTURE_FILTER, Lab, LabError, unavailable
 from lab.procs import Processes
@@ -66,10 +67,13 @@ def _describe(lab: Lab) -> str:
     return "\n".join(lines)
 
 
-def _up(keep: bool) -> None:
-    with Lab(_demo_instances(), keep_dir=keep) as lab:
+def _up(keep: bool, exporters: bool) -> None:
+    with Lab(_demo_instances(), keep_dir=keep) as lab, contextlib.ExitStack() as stack:
         lab.start_all()
         print(_describe(lab), flush=True)
+        if exporters:
+            print("\nka-exporter (one per namespace, all on this host's loopback):", flush=True)
+            print("\n".join(stack.enter_context(demo.watching(lab))) + "\n", flush=True)
         shown = ""
         try:
             while True:
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="3-node lab in the foreground until Ctrl-C")
     up.add_argument("--keep", action="store_true", help="keep configs and logs afterwards")
+    show = sub.add_parser("demo", help="`up`, plus an exporter per namespace and Prometheus")
+    show.add_argument("--keep", action="store_true", help="keep configs and logs afterwards")
     record = sub.add_parser("record", help="record the reference captures lab-*.pcap")
     record.add_argument("dir", type=Path)
     sub.add_parser("clean", help="remove leftovers of labs whose process was killed")
@@ -117,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run a lab: {reason}", file=sys.stderr)
         return 2
     try:
-        if args.command == "up":
-            _up(args.keep)
+        if args.command in ("up", "demo"):
+            _up(args.keep, exporters=args.command == "demo")
         elif args.command == "record":
             for path in record_all(args.dir):
                 print(f"{path}  {path.stat().st_size} bytes")
