@@ -26,7 +26,7 @@ th{background:#f0f0f0;font-weight:600} code{font-size:.95em}
 .badge{display:inline-block;padding:.1em .5em;border-radius:4px;font-weight:700;font-size:.85em}
 .ok{background:#dff5e1;color:#11632a} .bad{background:#fde2e1;color:#a11a12}
 .warn{background:#fff3cd;color:#7a5800} .muted{color:#888}
-tr.bad td{background:#fff5f5} tr.warn td{background:#fffcf0}
+tr.row-bad td{background:#fff5f5} tr.row-warn td{background:#fffcf0}
 """
 
 
@@ -36,7 +36,7 @@ def _e(value: object) -> str:
 
 def _ago(t: float | None, now: float) -> str:
     if t is None:
-        return '<span class="muted">none seen</span>'
+        return '<span class="muted">none yet</span>'
     seconds = max(0, int(now - t))
     text = (
         f"{seconds} s"
@@ -64,19 +64,20 @@ def _problems(view: VridView, own: Ownership | None) -> list[tuple[str, str]]:
     return found
 
 
-def _row(view: VridView, own: Ownership | None, now: float) -> tuple[int, str]:
+def _row(
+    view: VridView, own: Ownership | None, local: frozenset[str], now: float
+) -> tuple[int, str]:
     problems = _problems(view, own)
     severity = 0 if any(s == "bad" for s, _ in problems) else 1 if problems else 2
-    css = ("bad", "warn", "")[severity]
+    css = ("row-bad", "row-warn", "")[severity]
     badges = " ".join(f'<span class="badge {s}">{_e(t)}</span>' for s, t in problems) or (
         '<span class="badge ok">OK</span>'
     )
     routers = {r.address: r for r in view.routers}
-    local = own.local_master if own else False
 
     def router(address: str) -> str:
         r = routers[address]
-        here = " <b>(this host)</b>" if local and address in view.masters else ""
+        here = " <b>(this host)</b>" if address in local else ""
         return f"<code>{_e(address)}</code> prio {r.priority}{here}"
 
     masters = "<br>".join(router(a) for a in view.masters) or '<span class="muted">none</span>'
@@ -127,7 +128,7 @@ def render(
     for view in views:
         held = addresses.get(view.key.segment.netns)
         own = ownership(view, held) if held is not None else None
-        rows.append((_row(view, own, now), view.key))
+        rows.append((_row(view, own, held or frozenset(), now), view.key))
     rows.sort(key=lambda item: (item[0][0], item[1]))
     bad = sum(1 for (severity, _), _ in rows if severity == 0)
     warn = sum(1 for (severity, _), _ in rows if severity == 1)

@@ -21,7 +21,7 @@ def page(
 
 
 def rows(html: str) -> list[str]:
-    return re.findall(r"<tr class=\"(\w*)\">(.*?)</tr>", html, re.DOTALL)  # type: ignore[return-value]
+    return re.findall(r"<tr class=\"(?:row-)?([\w-]*)\">(.*?)</tr>", html, re.DOTALL)  # type: ignore[return-value]
 
 
 def test_converged_cluster_is_all_ok() -> None:
@@ -47,6 +47,7 @@ def test_split_brain_rows_come_first_and_say_so() -> None:
     vrid51 = next(cells for _, cells in found if "<b>51</b>" in cells)
     assert "<code>192.0.2.51</code> <b>held here</b>" in vrid51
     assert "192.0.2.12</code> prio 100 <b>(this host)</b>" in vrid51
+    assert "192.0.2.11</code> prio 150<br>" in vrid51  # the other master is not this host
 
 
 def test_lost_master_after_the_last_resignation() -> None:
