@@ -372,7 +372,7 @@ class Runner:
     process: Process | None = None
     # The decoder's memo as this case left it: the cases take turns, and a steady-state case
     # must not find its memo emptied by a memo-defeated one. Swapped in and out untimed.
-    memo: dict[bytes, kd._Fields | kd.Reject] = field(default_factory=dict)
+    memo: dict[tuple[bytes, bytes], kd._Fields | kd.Reject] = field(default_factory=dict)
 
     def step(self) -> tuple[int, int]:
         """One timed slice: (frames, nanoseconds)."""
