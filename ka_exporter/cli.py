@@ -82,42 +82,43 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return convert
 
 
+# flag -> (ModelConfig field, type, help)
+MODEL_FLAGS = {
+    "vrrp.master-tolerance": (
+        "master_tolerance",
+        float,
+        "a router is master while its last advert is younger than this many intervals (below 3)",
+    ),
+    "vrrp.split-brain-debounce": (
+        "split_brain_debounce",
+        float,
+        "intervals two masters must overlap before it counts as split-brain",
+    ),
+    "vrrp.expire-after": (
+        "expire_after",
+        float,
+        "forget a silent router after this many master-down intervals (at least 2)",
+    ),
+    "vrrp.max-routers": (
+        "max_routers",
+        int,
+        "routers tracked at most; adverts from more sources are counted, not tracked",
+    ),
+}
+
+
 def add_model_flags(parser: Parser) -> None:
-    d = ModelConfig()
-    parser.flag(
-        "vrrp.master-tolerance",
-        type=positive(float),
-        default=d.master_tolerance,
-        help="a router is master while its last advert is younger than this many intervals",
-    )
-    parser.flag(
-        "vrrp.split-brain-debounce",
-        type=positive(float),
-        default=d.split_brain_debounce,
-        help="intervals two masters must overlap before it counts as split-brain",
-    )
-    parser.flag(
-        "vrrp.expire-after",
-        type=positive(float),
-        default=d.expire_after,
-        help="forget a silent router after this many master-down intervals",
-    )
-    parser.flag(
-        "vrrp.max-routers",
-        type=positive(int),
-        default=d.max_routers,
-        help="routers tracked at most; adverts from more sources are counted, not tracked",
-    )
+    defaults = ModelConfig()
+    for flag, (name, kind, help_text) in MODEL_FLAGS.items():
+        parser.flag(flag, type=positive(kind), default=getattr(defaults, name), help=help_text)
 
 
 def model_config(parser: Parser, args: argparse.Namespace) -> ModelConfig:
+    values = {
+        name: getattr(args, flag.replace("-", "_")) for flag, (name, _, _) in MODEL_FLAGS.items()
+    }
     try:
-        return ModelConfig(
-            master_tolerance=getattr(args, "vrrp.master_tolerance"),
-            split_brain_debounce=getattr(args, "vrrp.split_brain_debounce"),
-            expire_after=getattr(args, "vrrp.expire_after"),
-            max_routers=int(getattr(args, "vrrp.max_routers")),
-        )
+        return ModelConfig(**values)
     except ValueError as exc:
         parser.error(str(exc))
 

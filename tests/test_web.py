@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiohttp.web import AppRunner
 from prometheus_client import CollectorRegistry
 
 from ka_exporter import web
@@ -47,59 +48,52 @@ def get(url: str) -> tuple[int, str, str]:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
-async def serving(ready: bool) -> tuple[AppRunner, str]:
+async def fetch(url: str) -> tuple[int, str, str]:
+    return await asyncio.to_thread(get, url)
+
+
+@contextlib.asynccontextmanager
+async def serving(ready: bool) -> AsyncIterator[str]:
     model, now = model_at("vrrp-all.pcap", 90.5)
     registry = CollectorRegistry(auto_describe=False)
     local = LocalState({}, {"": True})
     registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
     app = web.make_app(registry, lambda: "<html>status</html>", lambda: ready, "/probe")
     port = free_port()
-    return await web.serve(app, "127.0.0.1", port), f"http://127.0.0.1:{port}"
+    runner = await web.serve(app, "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
-async def fetch(url: str) -> tuple[int, str, str]:
-    return await asyncio.to_thread(get, url)
+async def endpoints(url: str) -> None:
+    status, ctype, body = await fetch(url + "/probe")
+    assert status == 200 and ctype.startswith("text/plain")
+    assert 'vrrp_split_brain{family="ipv4",interface="eth0",vrid="51"} 1.0' in body
+    assert (await fetch(url + "/"))[2] == "<html>status</html>"
+    assert (await fetch(url + "/-/healthy"))[:1] == (200,)
+    assert (await fetch(url + "/-/ready"))[:1] == (200,)
+    assert (await fetch(url + "/metrics"))[0] == 404  # the path is the flag's
 
 
-def test_endpoints() -> None:
+async def not_ready(url: str) -> None:
+    assert (await fetch(url + "/-/ready"))[0] == 503
+    assert (await fetch(url + "/-/healthy"))[0] == 200
+
+
+async def port_in_use(url: str) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(OSError, match="address already in use"):
+        await web.serve(web.make_app(CollectorRegistry(), str, bool, "/m"), "127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("ready", "check"), [(True, endpoints), (False, not_ready), (True, port_in_use)]
+)
+def test_server(ready: bool, check: Callable[[str], Awaitable[None]]) -> None:
     async def main() -> None:
-        runner, url = await serving(ready=True)
-        try:
-            status, ctype, body = await fetch(url + "/probe")
-            assert status == 200 and ctype.startswith("text/plain")
-            assert 'vrrp_split_brain{family="ipv4",interface="eth0",vrid="51"} 1.0' in body
-            assert (await fetch(url + "/"))[2] == "<html>status</html>"
-            assert (await fetch(url + "/-/healthy"))[:1] == (200,)
-            assert (await fetch(url + "/-/ready"))[:1] == (200,)
-            assert (await fetch(url + "/metrics"))[0] == 404  # the path is the flag's
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())
-
-
-def test_not_ready_is_503() -> None:
-    async def main() -> None:
-        runner, url = await serving(ready=False)
-        try:
-            assert (await fetch(url + "/-/ready"))[0] == 503
-            assert (await fetch(url + "/-/healthy"))[0] == 200
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())
-
-
-def test_port_in_use_raises_before_serving() -> None:
-    async def main() -> None:
-        runner, url = await serving(ready=True)
-        port = int(url.rsplit(":", 1)[1])
-        try:
-            with pytest.raises(OSError, match="address already in use"):
-                await web.serve(
-                    web.make_app(CollectorRegistry(), str, bool, "/m"), "127.0.0.1", port
-                )
-        finally:
-            await runner.cleanup()
+        async with serving(ready) as url:
+            await check(url)
 
     asyncio.run(main())
