@@ -1,0 +1,32 @@
+"""The contract between the delivery worker and each kind of sink.
+
+A sink either delivers, or says whether trying again can help: `Retry` (connection errors,
+5xx, 429 with its Retry-After) goes back to the spool with backoff, `Reject` (any other 4xx, a
+refused login) goes to the dead-letter list with its reason. Messages never carry secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ka_exporter.notify.alert import Alert
+
+
+class Retry(Exception):
+    def __init__(self, reason: str, after: float | None = None) -> None:
+        super().__init__(reason)
+        self.after = after  # seconds the receiver asked us to wait (Retry-After), if it did
+
+
+class Reject(Exception):
+    """Permanent failure: retrying the same notification cannot succeed."""
+
+
+class Sink(Protocol):
+    name: str  # as configured; the `sink` label of the delivery metrics
+    # Alertmanager expects its clients to re-send firing alerts until they resolve; sinks that
+    # want that say how often, the others None.
+    resend_interval: float | None
+
+    async def send(self, alert: Alert) -> None:
+        """Delivers one alert or raises Retry or Reject."""
