@@ -1,0 +1,137 @@
+"""Typed reading of one sink's option table, so every sink validates the same way.
+
+Each getter raises ValueError("<key>: <message>"); the config checker adds file:line. Keys a
+sink never asked for are refused by `finish()`, so a typo (`pasword_file`) fails the config
+check instead of silently disabling authentication.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+
+from yarl import URL
+
+from ka_exporter.notify.secret import Secret, read_secret
+
+
+class Options:
+    def __init__(self, options: Mapping[str, object]) -> None:
+        self._options = options
+        self._used: set[str] = set()
+
+    def _get(self, key: str) -> object | None:
+        self._used.add(key)
+        return self._options.get(key)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self._get(key)
+        if value is None:
+            if default is None:
+                raise ValueError(f"{key}: missing")
+            return default
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{key}: expected a non-empty string")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        return None if self._options.get(key) is None else self.string(key)
+
+    def number(self, key: str, default: float) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"{key}: expected a positive number of seconds")
+        return float(value)
+
+    def port(self, key: str, default: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise ValueError(f"{key}: expected a port number 1-65535")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key, choices[0])
+        if value not in choices:
+            raise ValueError(f"{key}: expected one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def string_list(self, key: str) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            raise ValueError(f"{key}: missing")
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(item, str) and item for item in value)
+        ):
+            raise ValueError(f"{key}: expected a non-empty list of strings")
+        return list(value)
+
+    def table(self, key: str) -> dict[str, str]:
+        value = self._get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError(f"{key}: expected a table of strings")
+        return dict(value)
+
+    def url(self, key: str) -> URL:
+        return checked_url(self.string(key), key)
+
+    def secret(self, key: str) -> Secret:
+        value = self.optional_secret(key, required=True)
+        assert value is not None  # read_secret raised otherwise
+        return value
+
+    def optional_secret(self, key: str, *, required: bool = False) -> Secret | None:
+        self._used.update((key, f"{key}_file", f"{key}_env"))
+        return read_secret(self._options, key, required=required)
+
+    def credentials(self) -> tuple[str, Secret] | None:
+        """`username` with `password_file`/`password_env`: both or neither."""
+        username = self.optional_string("username")
+        password = self.optional_secret("password", required=username is not None)
+        if username is None:
+            if password is not None:
+                raise ValueError("username: missing; a password is set")
+            return None
+        assert password is not None  # required above
+        return username, password
+
+    def tls(self) -> ssl.SSLContext:
+        """Certificate verification is always on; `ca_file` replaces the system CAs."""
+        ca_file = self.optional_string("ca_file")
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ca_file: cannot load {ca_file}: {exc}") from None
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._options) - self._used)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown option")
+
+
+def checked_url(text: str, key: str) -> URL:
+    """An absolute http(s) URL; the message never quotes it (a Slack URL is a secret)."""
+    try:
+        url = URL(text)
+    except ValueError:
+        raise ValueError(f"{key}: not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{key}: expected an http:// or https:// URL")
+    return url

@@ -1,0 +1,75 @@
+"""What an alert looks like to receivers: Alertmanager's alert JSON, and a readable digest.
+
+The HTTP sinks speak Alertmanager's formats so existing receivers work unchanged; the SMTP and
+Slack sinks render the same digest, so a mail and a chat message list the same facts.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from ka_exporter.notify.alert import Alert, Status
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: Alertmanager's "no end known"
+
+
+def rfc3339(timestamp: float) -> str:
+    return (
+        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def resolved_at(alert: Alert) -> float:
+    """When a resolved alert ended: its own end, or now if the source did not say."""
+    return time.time() if alert.ends_at is None else alert.ends_at
+
+
+def am_alert(alert: Alert, ends_at: str, generator_url: str) -> dict[str, object]:
+    """One alert as both Alertmanager's API v2 and its webhook v4 spell it (minus the extras)."""
+    return {
+        "labels": alert.all_labels,
+        "annotations": alert.annotations,
+        "startsAt": rfc3339(alert.starts_at),
+        "endsAt": ends_at,
+        "generatorURL": generator_url,
+    }
+
+
+def _state(alert: Alert) -> str | None:
+    fields = {**alert.annotations, **alert.labels}
+    new = fields.get("new_state") or fields.get("state")
+    old = fields.get("old_state")
+    if new and old:
+        return f"{old} -> {new}"
+    return new or old
+
+
+# Keys shown first and by name; any other label follows under its own key.
+_NAMED = (("host", "Host"), ("instance", "Instance"), ("cluster", "Cluster"), ("vrid", "VRID"))
+_STATE_KEYS = frozenset({"state", "old_state", "new_state"})
+_OWN_KEYS = frozenset({"alertname", "severity", "priority"})
+
+
+def title(alert: Alert) -> str:
+    summary = alert.annotations.get("summary") or alert.name
+    return f"[{alert.status.value.upper()}] {summary}"
+
+
+def facts(alert: Alert) -> list[tuple[str, str]]:
+    """(name, value) lines for humans: where, what changed, how bad, when."""
+    fields = {**alert.annotations, **alert.labels}
+    lines = [(name, fields[key]) for key, name in _NAMED if fields.get(key)]
+    state = _state(alert)
+    if state:
+        lines.append(("State", state))
+    if fields.get("priority"):
+        lines.append(("Priority", fields["priority"]))
+    lines.append(("Severity", alert.severity.value))
+    lines.append(("Alert", alert.name))
+    lines.append(("Since", rfc3339(alert.starts_at)))
+    if alert.status is Status.RESOLVED:
+        lines.append(("Resolved", rfc3339(resolved_at(alert))))
+    shown = {key for key, _ in _NAMED} | _STATE_KEYS | _OWN_KEYS
+    lines.extend((key, value) for key, value in sorted(alert.labels.items()) if key not in shown)
+    return lines

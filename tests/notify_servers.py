@@ -1,0 +1,209 @@
+"""Real counterparts for the sink tests: a CA made with openssl, an SMTP server (aiosmtpd), an
+HTTP receiver (aiohttp) and Alertmanager itself, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from ka_exporter.notify.alert import Alert, Severity, Source, Status
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_pki(directory: Path) -> Pki:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=ka-exporter test CA")  # fmt: skip
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "authorityKeyIdentifier=keyid,issuer\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2",
+            "-extfile", "ext.cnf")  # fmt: skip
+    return Pki(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
+
+@dataclass
+class Mailbox:
+    """Receives for aiosmtpd: every accepted message with its envelope recipients."""
+
+    messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope.content, bytes)
+        self.messages.append(
+            (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default))
+        )
+        return "250 OK"
+
+
+def authenticator(user: str, password: str) -> Callable[..., AuthResult]:
+    def check(
+        server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            user.encode(),
+            password.encode(),
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
+@contextlib.contextmanager
+def smtp_server(
+    pki: Pki, *, implicit: bool, user: str, password: str
+) -> Iterator[tuple[int, Mailbox]]:
+    """STARTTLS required (or implicit TLS) and AUTH required, as a real submission port."""
+    mailbox, port = Mailbox(), free_port()
+    # aiosmtpd only knows about TLS it negotiated itself (STARTTLS): for implicit TLS it must not
+    # insist on TLS before AUTH, the whole connection is TLS anyway.
+    tls: dict[str, Any] = (
+        {"ssl_context": pki.server_context(), "auth_require_tls": False}
+        if implicit
+        else {"tls_context": pki.server_context(), "require_starttls": True}
+    )
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator(user, password),
+        auth_required=True,
+        **tls,
+    )
+    controller.start()
+    try:
+        yield port, mailbox
+    finally:
+        controller.stop()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def http_receiver(handler: Handler) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 answering every POST with `handler`; yields its base URL."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def alertmanager(directory: Path) -> Iterator[str]:
+    """Debian's prometheus-alertmanager with a do-nothing route, stopped by its PID."""
+    config = directory / "am.yml"
+    config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        ["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={directory}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL,
+        stderr=(directory / "am.log").open("w"),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while not _ready(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((directory / "am.log").read_text())
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def get_json(url: str) -> Any:
+    """GET off the event loop (urllib), so the test does not lean on the code under test."""
+
+    def fetch() -> Any:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)
+
+    return await asyncio.to_thread(fetch)
+
+
+def sample_alert(status: Status = Status.FIRING, ends_at: float | None = None) -> Alert:
+    """A keepalived transition as the notify hook reports it, with what the wire shows."""
+    return Alert(
+        name="KeepalivedStateChange",
+        severity=Severity.CRITICAL,
+        status=status,
+        source=Source.NOTIFY,
+        starts_at=time.time() - 30,
+        ends_at=ends_at,
+        labels={"cluster": "lb1", "host": "node-a", "instance": "VI_1", "vrid": "51"},
+        annotations={
+            "summary": "node-a became MASTER for VI_1 (vrid 51)",
+            "old_state": "BACKUP",
+            "new_state": "MASTER",
+            "priority": "150",
+            "wire": "vrid 51: 192.0.2.1 prio 150 MASTER; 192.0.2.2 prio 100 silent",
+        },
+    )
