@@ -1,0 +1,269 @@
+"""ka-notify: keepalived's notify hook, its delivery daemon, and the tools around the spool.
+
+Exit status: 0 done (for the hook: the alert is committed to disk), 1 the spool cannot take it
+(keepalived logs the failure), 2 bad input (arguments or config). Each failure is one line on
+stderr. The hook path imports nothing heavy (no aiohttp, no prometheus_client) to stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ka_exporter.notify import keepalived
+from ka_exporter.notify.alert import Alert, Severity, Source, Status
+from ka_exporter.notify.config import DEFAULT_PATH, Config, ConfigError, load, make_sinks
+from ka_exporter.notify.intake import flush, record
+from ka_exporter.notify.spool import Spool, SpoolError
+
+PROG = "ka-notify"
+ENV_CONFIG = "KA_NOTIFY_CONFIG"
+LOCK_NAME = "drain.lock"
+DRAIN_LINGER = 30.0  # a hook-spawned worker waits this long for a retry before leaving it
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def config_flag(parser: Parser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get(ENV_CONFIG, DEFAULT_PATH),
+        help=f"configuration file (default {DEFAULT_PATH}) [env {ENV_CONFIG}]",
+    )
+
+
+def load_config(parser: Parser, path: str, *, check_sinks: bool = False) -> Config:
+    try:
+        return load(path, check_sinks=check_sinks)
+    except ConfigError as exc:
+        parser.exit(2, "".join(f"{line}\n" for line in exc.lines))
+
+
+def fail(prog: str, exc: SpoolError) -> NoReturn:
+    sys.stderr.write(f"{prog}: error: {exc}\n")
+    sys.exit(1)
+
+
+# --- hook ----------------------------------------------------------------------------------
+
+
+def hook_main(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog=PROG,
+        description='keepalived notify hook: `notify "ka-notify"` (TYPE NAME STATE PRIORITY '
+        'appended by keepalived), or `notify_master "ka-notify --state MASTER --instance VI_1"`. '
+        "Other commands: daemon, drain, queue, check-config FILE, test --sink NAME.",
+    )
+    config_flag(parser)
+    parser.add_argument("--state", help="for notify_master & co., which pass no arguments")
+    parser.add_argument("--instance", help="the vrrp_instance (with --state)")
+    parser.add_argument("--type", default="INSTANCE", choices=keepalived.TYPES)
+    parser.add_argument("--priority", type=int, help="the priority (with --state), if known")
+    parser.add_argument("args", nargs="*", help="what keepalived passes: ... TYPE NAME STATE PRIO")
+    args = parser.parse_args(argv)
+    try:
+        if args.state is not None or args.instance is not None:
+            if args.state is None or args.instance is None:
+                parser.error("--state and --instance go together")
+            note = keepalived.from_flags(args.state, args.instance, args.priority, args.type)
+        else:
+            note = keepalived.parse_argv(args.args)
+    except keepalived.ParseError as exc:
+        parser.error(str(exc))
+    config = load_config(parser, args.config)
+    try:
+        spool = Spool.open(config.state_dir)
+        record(spool, config, note, Source.NOTIFY, time.time())
+        spool.close()
+    except SpoolError as exc:
+        fail(PROG, exc)
+    spawn_drainer(config)
+    return 0
+
+
+def spawn_drainer(config: Config) -> None:
+    """Double fork: a detached worker delivers what is due, so the hook can return at once."""
+    if not config.sinks:
+        return
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    code = 0
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # keepalived must not wait on pipes we keep open
+            os.dup2(null, fd)
+        _log_to_syslog()
+        code = drain(config)
+    except BaseException:
+        import logging  # noqa: PLC0415  (the hook path stays without logging)
+
+        logging.getLogger("ka_notify").exception("drainer failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _log_to_syslog() -> None:
+    import logging.handlers  # noqa: PLC0415
+
+    if os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.setFormatter(logging.Formatter("ka-notify[%(process)d]: %(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
+    """Delivers under the drain lock until nothing is due soon; one drainer (or daemon) at once.
+
+    After letting go of the lock it looks once more: a hook that enqueued while we held it
+    found the lock taken and left its rows to us. A flap digest still to come (at most one
+    damping window away) is waited for, so a quiet instance's digest is not left behind.
+    """
+    import asyncio  # noqa: PLC0415  (the hook path avoids asyncio and the sinks)
+
+    from ka_exporter.notify.worker import Worker  # noqa: PLC0415
+
+    sinks = make_sinks(config)
+    spool = Spool.open(config.state_dir)
+    with open(config.state_dir / LOCK_NAME, "w") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0
+            spool.release_leases()
+            asyncio.run(Worker(spool, sinks).drain(linger))
+            digests, digest_due = flush(spool, config, time.time(), Source.NOTIFY)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            soon = time.time() + linger
+            if digests or any(
+                (due := spool.next_due(s)) is not None and due <= soon for s in sinks
+            ):
+                continue
+            if digest_due is None:
+                return 0
+            time.sleep(max(0.0, digest_due - time.time()))
+
+
+# --- the other commands ----------------------------------------------------------------------
+
+
+def check_config_main(argv: Sequence[str]) -> int:
+    parser = Parser(prog=f"{PROG} check-config", description="Check a configuration file.")
+    parser.add_argument("file")
+    args = parser.parse_args(argv)
+    config = load_config(parser, args.file, check_sinks=True)
+    names = ", ".join(s.name for s in config.sinks) or "none"
+    print(
+        f"{args.file}: ok: cluster {config.cluster}, {len(config.sinks)} sinks ({names}), "
+        f"{len(config.routes)} routes"
+    )
+    return 0
+
+
+def queue_main(argv: Sequence[str]) -> int:
+    parser = Parser(prog=f"{PROG} queue", description="List pending and dead-letter deliveries.")
+    config_flag(parser)
+    args = parser.parse_args(argv)
+    config = load_config(parser, args.config)
+    try:
+        spool = Spool.open(config.state_dir)
+        rows, stats = spool.rows(), spool.stats()
+    except SpoolError as exc:
+        fail(parser.prog, exc)
+    print(f"pending {stats.depth} (oldest {stats.oldest_age:.0f}s), dead letters {stats.dead}")
+    for r in rows:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.due))
+        print(
+            f"{r.state:8} {r.sink:16} {r.alert_id} {r.name} {r.status} attempts={r.attempts} "
+            f"due={when} reason={r.reason!r} summary={r.summary!r}"
+        )
+    return 0
+
+
+def drain_main(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog=f"{PROG} drain",
+        description="Deliver what is due now and leave (for a timer where no daemon runs).",
+    )
+    config_flag(parser)
+    args = parser.parse_args(argv)
+    config = load_config(parser, args.config, check_sinks=True)
+    try:
+        return drain(config, linger=0.0)
+    except SpoolError as exc:
+        fail(parser.prog, exc)
+
+
+def test_main(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog=f"{PROG} test", description="Send one test alert through a sink now and report."
+    )
+    config_flag(parser)
+    parser.add_argument("--sink", required=True, help="the sink's name in the config")
+    args = parser.parse_args(argv)
+    config = load_config(parser, args.config, check_sinks=True)
+    if args.sink not in {s.name for s in config.sinks}:
+        parser.error(f"no sink named {args.sink!r} in {args.config}")
+    import asyncio  # noqa: PLC0415
+
+    from ka_exporter.notify.worker import Worker  # noqa: PLC0415
+
+    now = time.time()
+    host = os.uname().nodename
+    alert = Alert(
+        name="KaNotifyTest",
+        severity=Severity.INFO,
+        status=Status.FIRING,
+        source=Source.TEST,
+        starts_at=now,
+        ends_at=now + 300,
+        labels={"cluster": config.cluster, "host": host, "sink": args.sink},
+        annotations={"summary": f"ka-notify test from {host}", "description": "a test alert"},
+    )
+    sink = make_sinks(config)[args.sink]
+    try:
+        spool = Spool.open(config.state_dir)
+        spool.enqueue([(alert, [args.sink])], now)
+        delivery = spool.delivery(alert.id, args.sink)
+        result, reason = asyncio.run(Worker(spool, {}).deliver(sink, delivery))
+    except SpoolError as exc:
+        fail(parser.prog, exc)
+    print(f"{args.sink}: {result}" + (f": {reason}" if reason else ""))
+    return 0 if result == "delivered" else 1
+
+
+COMMANDS = {
+    "check-config": check_config_main,
+    "drain": drain_main,
+    "queue": queue_main,
+    "test": test_main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "daemon":
+        from ka_exporter.notify.service import daemon_main  # noqa: PLC0415
+
+        return daemon_main(args[1:])
+    if args and args[0] in COMMANDS:
+        return COMMANDS[args[0]](args[1:])
+    return hook_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""`ka-notify daemon`: the FIFO reader, flap damping, the delivery worker and /metrics in one
+asyncio loop. It holds the drain lock, so hook-spawned workers stand aside while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ka_exporter import web
+from ka_exporter.notify import keepalived
+from ka_exporter.notify.alert import Source
+from ka_exporter.notify.cli import LOCK_NAME, PROG, Parser, config_flag, fail, load_config
+from ka_exporter.notify.config import Config, make_sinks
+from ka_exporter.notify.fifo import FifoError, read_lines
+from ka_exporter.notify.intake import flush, record
+from ka_exporter.notify.metrics import NotifyMetrics
+from ka_exporter.notify.spool import Spool, SpoolError
+from ka_exporter.notify.worker import Worker
+
+log = logging.getLogger("ka_notify")
+
+
+class Feed:
+    """FIFO lines -> metrics and the spool (with damping); then wakes the worker."""
+
+    def __init__(
+        self, config: Config, spool: Spool, metrics: NotifyMetrics, worker: Worker
+    ) -> None:
+        self.config, self.spool, self.metrics, self.worker = config, spool, metrics, worker
+
+    def line(self, text: str) -> None:
+        try:
+            note = keepalived.parse_fifo_line(text)
+        except keepalived.ParseError as exc:
+            log.warning("fifo: %s", exc)
+            try:
+                with self.spool.transaction():
+                    self.spool.count("events", Source.FIFO.value, "invalid")
+            except SpoolError as error:
+                log.error("%s", error)
+            return
+        try:
+            record(self.spool, self.config, note, Source.FIFO, time.time())
+        except SpoolError as exc:
+            log.error("%s", exc)
+        self.worker.poke()
+
+    async def flush_loop(self) -> None:
+        """Sends digests when their window closes, even if the instance then stays quiet."""
+        while True:
+            try:
+                digests, due = flush(self.spool, self.config, time.time(), Source.FIFO)
+            except SpoolError as exc:
+                log.error("%s", exc)
+                digests, due = [], None
+            if digests:
+                self.worker.poke()
+            await asyncio.sleep(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
+
+
+async def run(config: Config, fifo: Path | None, listen: tuple[str | None, int]) -> None:
+    spool = Spool.open(config.state_dir)
+    metrics = NotifyMetrics(spool)
+    worker = Worker(spool, make_sinks(config))
+    feed = Feed(config, spool, metrics, worker)
+    lock = open(config.state_dir / LOCK_NAME, "w")  # noqa: SIM115  (held for our lifetime)
+    while True:  # a hook-spawned drainer may hold it for a moment
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            await asyncio.sleep(0.2)
+    spool.release_leases()
+    app = web.make_app(metrics.registry, lambda: "ka-notify\n", lambda: True, "/metrics")
+    host, port = listen
+    runner = await web.serve(app, host, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(feed.flush_loop())]
+    if fifo is not None:
+        tasks.append(asyncio.create_task(read_lines(fifo, feed.line)))
+    log.info("listening on %s:%d, fifo %s", host or "*", port, fifo or "none")
+    try:
+        done = asyncio.create_task(stopping.wait())
+        await asyncio.wait([done, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        lock.close()
+        spool.close()
+
+
+def daemon_main(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog=f"{PROG} daemon",
+        description="Deliver the spool continuously, read keepalived's notify FIFO, serve "
+        "/metrics.",
+    )
+    config_flag(parser)
+    parser.add_argument(
+        "--keepalived.notify-fifo",
+        dest="fifo",
+        type=Path,
+        help="keepalived's vrrp_notify_fifo (created if missing)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        type=_listen,
+        default=(None, 9744),
+        help="host:port for /metrics (default :9744)",
+    )
+    parser.add_argument(
+        "--log.level", dest="level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.level.upper(), format="%(asctime)s level=%(levelname)s %(message)s"
+    )
+    config = load_config(parser, args.config, check_sinks=True)
+    try:
+        asyncio.run(run(config, args.fifo, args.listen))
+    except SpoolError as exc:
+        fail(parser.prog, exc)
+    except (FifoError, OSError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return 0
+
+
+def _listen(text: str) -> tuple[str | None, int]:
+    try:
+        return web.parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

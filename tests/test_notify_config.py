@@ -1,0 +1,151 @@
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from ka_exporter.notify import cli, config
+from ka_exporter.notify.alert import Alert, Severity, Source, Status
+from ka_exporter.notify.config import ConfigError, parse
+from ka_exporter.notify.routing import sinks_for
+
+
+class FakeSink:
+    resend_interval = None
+
+    def __init__(self, name: str, options: Mapping[str, object]) -> None:
+        self.name = name
+        if "url" not in options:
+            raise ValueError("url: required")
+        if set(options) - {"url", "token_file"}:
+            raise ValueError(f"{sorted(set(options) - {'url', 'token_file'})[0]}: unknown option")
+
+    async def send(self, alert: Alert) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def fake_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "sink_factories", lambda: {"webhook": FakeSink})
+
+
+GOOD = """\
+cluster = "lb1"
+state_dir = "/var/lib/ka-notify"
+expected_peers = ["192.0.2.11", "2001:db8::1"]
+
+[damping]
+window = 30
+threshold = 2
+
+[[sink]]
+name = "ops"
+type = "webhook"
+url = "http://127.0.0.1:1/"
+
+[[sink]]
+name = "pager"
+type = "webhook"
+url = "http://127.0.0.1:2/"
+token_file = "/etc/ka-notify/token"
+
+[[route]]
+sinks = ["ops"]
+
+[[route]]
+sinks = ["pager", "ops"]
+alerts = ["VRRPSplitBrain"]
+min_severity = "critical"
+"""
+
+BAD = """\
+cluster = ""
+colour = "red"
+
+[damping]
+window = -1
+
+[[sink]]
+name = "ops"
+type = "webhook"
+url = "http://127.0.0.1:1/"
+token = "hunter2"
+
+[[sink]]
+name = "mail"
+type = "pigeon"
+
+[[sink]]
+name = "hook"
+type = "webhook"
+urll = "http://x/"
+
+[[route]]
+sinks = ["ops", "nope"]
+min_severity = "loud"
+"""
+
+
+def test_good_config() -> None:
+    cfg = parse(GOOD, check_sinks=True)
+    assert cfg.cluster == "lb1"
+    assert cfg.expected_peers == {"192.0.2.11", "2001:db8::1"}
+    assert (cfg.damping.window, cfg.damping.threshold) == (30.0, 2)
+    assert [s.name for s in cfg.sinks] == ["ops", "pager"]
+    assert cfg.sinks[1].options == {
+        "url": "http://127.0.0.1:2/",
+        "token_file": "/etc/ka-notify/token",
+    }
+
+
+def test_every_error_with_its_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(BAD, "ka.toml", check_sinks=True)
+    lines = info.value.lines
+    assert lines[0].startswith("ka.toml:1: cluster:")
+    assert "ka.toml:2: unknown key 'colour'" in lines
+    assert any(line.startswith("ka.toml:5: window:") for line in lines)
+    (secret,) = [line for line in lines if "hunter2" in line or "token:" in line]
+    assert secret.startswith("ka.toml:11: token:") and "token_file" in secret
+    assert "hunter2" not in secret
+    assert any(line.startswith("ka.toml:15: type:") for line in lines)
+    assert "ka.toml:17: sink 'hook': url: required" in lines  # no key line: the header
+    assert "ka.toml:23: sinks: no sink named 'nope'" in lines
+    assert any(line.startswith("ka.toml:24: min_severity:") for line in lines)
+    assert len(lines) == 8
+
+
+def test_syntax_error_has_its_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse('cluster = "lb1"\n[[sink]\n', "x.toml")
+    assert info.value.lines[0].startswith("x.toml:2: ")
+
+
+def alert(name: str, severity: Severity) -> Alert:
+    return Alert(name, severity, Status.FIRING, Source.TEST, 0.0)
+
+
+def test_routing() -> None:
+    cfg = parse(GOOD)
+    assert sinks_for(alert("VRRPSplitBrain", Severity.CRITICAL), cfg) == ["ops", "pager"]
+    assert sinks_for(alert("VRRPSplitBrain", Severity.WARNING), cfg) == ["ops"]
+    assert sinks_for(alert("VRRPNoMaster", Severity.CRITICAL), cfg) == ["ops"]
+    no_routes = parse(GOOD.split("[[route]]", maxsplit=1)[0])
+    assert sinks_for(alert("X", Severity.INFO), no_routes) == ["ops", "pager"]
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    assert cli.main(["check-config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{good}: ok: cluster lb1, 2 sinks (ops, pager), 2 routes\n"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["check-config", str(bad)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 8 and all(line.startswith(f"{bad}:") for line in err)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["check-config", str(tmp_path / "missing.toml")])
+    assert exit_.value.code == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+from ka_exporter.model import Event, EventType, Segment, VridKey
+from ka_exporter.notify.alert import Severity, Status
+from ka_exporter.notify.events import Context, EventAlerts, ownership_alerts
+
+KEY = VridKey(Segment("eth0", "blue"), "ipv4", 51)
+OTHER = VridKey(Segment("eth1"), "ipv6", 7)
+CTX = Context(cluster="lb1", host="node-a", expected_peers=frozenset({"192.0.2.11"}))
+
+
+def ev(t: float, kind: EventType, *addrs: str, key: VridKey = KEY, **detail: str) -> Event:
+    return Event(t, kind, key, addrs, dict(detail))
+
+
+def test_split_brain_fires_and_resolves_with_the_same_labels() -> None:
+    feed = EventAlerts(CTX)
+    (start,) = feed.feed(ev(1.0, EventType.SPLIT_BRAIN_START, "192.0.2.11", "192.0.2.12"))
+    (end,) = feed.feed(ev(5.0, EventType.SPLIT_BRAIN_END, "192.0.2.11"))
+    assert start.name == "VRRPSplitBrain" and start.severity is Severity.CRITICAL
+    assert start.labels == {
+        "vrid": "51", "family": "ipv4", "interface": "eth0", "netns": "blue",
+        "cluster": "lb1", "instance": "node-a",
+    }  # fmt: skip
+    assert end.status is Status.RESOLVED and end.fingerprint == start.fingerprint
+    assert (end.starts_at, end.ends_at) == (1.0, 5.0)
+
+
+def test_no_master_is_resolved_by_the_next_master_of_the_same_vrid() -> None:
+    feed = EventAlerts(CTX)
+    (lost,) = feed.feed(ev(1.0, EventType.MASTER_LOST, "192.0.2.11"))
+    assert lost.name == "VRRPNoMaster" and lost.status is Status.FIRING
+    assert feed.feed(ev(2.0, EventType.MASTER_ELECTED, "192.0.2.12", key=OTHER)) == []
+    (resolved,) = feed.feed(ev(3.0, EventType.MASTER_ELECTED, "192.0.2.12"))
+    assert resolved.fingerprint == lost.fingerprint and resolved.status is Status.RESOLVED
+    assert feed.feed(ev(4.0, EventType.MASTER_ELECTED, "192.0.2.12")) == []
+
+
+def test_master_changed_is_one_shot() -> None:
+    (alert,) = EventAlerts(CTX).feed(ev(10.0, EventType.MASTER_CHANGED, "192.0.2.12", "192.0.2.11"))
+    assert alert.name == "VRRPMasterChanged" and alert.severity is Severity.WARNING
+    assert alert.ends_at is not None and alert.ends_at > alert.starts_at
+    assert "192.0.2.11 -> 192.0.2.12" in alert.annotations["summary"]
+
+
+def test_config_mismatch_per_field() -> None:
+    feed = EventAlerts(CTX)
+    (a,) = feed.feed(ev(1.0, EventType.CONFIG_MISMATCH_START, "x", "y", field="interval"))
+    (b,) = feed.feed(ev(1.0, EventType.CONFIG_MISMATCH_START, "x", "y", field="vips"))
+    assert a.labels["field"] == "interval" and a.fingerprint != b.fingerprint
+    (end,) = feed.feed(ev(2.0, EventType.CONFIG_MISMATCH_END, "x", "y", field="vips"))
+    assert end.fingerprint == b.fingerprint and end.severity is Severity.WARNING
+
+
+def test_unknown_router_only_outside_the_allowlist() -> None:
+    feed = EventAlerts(CTX)
+    assert feed.feed(ev(1.0, EventType.ROUTER_APPEARED, "192.0.2.11")) == []
+    (alert,) = feed.feed(ev(1.0, EventType.ROUTER_APPEARED, "192.0.2.66"))
+    assert alert.name == "VRRPUnknownRouter" and alert.labels["address"] == "192.0.2.66"
+    open_world = EventAlerts(Context("lb1", "node-a"))
+    assert open_world.feed(ev(1.0, EventType.ROUTER_APPEARED, "192.0.2.66")) == []
+
+
+def test_ownership_diff() -> None:
+    before = {(KEY, "duplicate")}
+    after = {(OTHER, "orphan")}
+    fired, resolved = ownership_alerts(before, after, 9.0, CTX)
+    assert (fired.name, fired.status) == ("VRRPOrphanVIP", Status.FIRING)
+    assert (resolved.name, resolved.status) == ("VRRPDuplicateVIP", Status.RESOLVED)
+    assert "netns" not in fired.labels
+    assert ownership_alerts(after, after, 10.0, CTX) == []

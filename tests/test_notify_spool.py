@@ -1,0 +1,237 @@
+import dataclasses
+import http.server
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ka_exporter.notify.alert import Alert, Severity, Source, Status
+from ka_exporter.notify.spool import Backoff, Spool, SpoolError
+
+
+def alert(n: int, status: Status = Status.FIRING, ends: float | None = None) -> Alert:
+    return Alert(
+        "VRRPSplitBrain", Severity.CRITICAL, status, Source.TEST, float(n), ends,
+        labels={"vrid": str(n)}, annotations={"summary": f"alert {n}"},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool.open(tmp_path / "state", Backoff(base=1.0, cap=8.0))
+
+
+def test_enqueue_is_idempotent_per_alert_and_sink(spool: Spool) -> None:
+    spool.enqueue([(alert(1), ["a", "b"])], 10.0)
+    spool.enqueue([(alert(1), ["a", "b"])], 11.0)
+    assert spool.stats(12.0).depth == 2
+    assert {(r.sink, r.alert_id) for r in spool.rows()} == {
+        ("a", alert(1).id), ("b", alert(1).id)
+    }  # fmt: skip
+
+
+def test_wal_and_durable_commit(spool: Spool) -> None:
+    assert spool.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with spool.transaction(durable=True):
+        assert spool.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_one_sink_in_order_head_of_line(spool: Spool) -> None:
+    spool.enqueue([(alert(1), ["a"]), (alert(2), ["a"]), (alert(3), ["b"])], 0.0)
+    first = spool.claim("a", 0.0)
+    assert first is not None and first.alert == alert(1)
+    assert spool.claim("a", 0.0) is None  # leased
+    delay = spool.retry(first, 0.0, "503", after=5.0)
+    assert delay >= 5.0
+    assert spool.claim("a", 1.0) is None  # alert 2 waits behind alert 1
+    other = spool.claim("b", 1.0)
+    assert other is not None and other.alert == alert(3)
+    again = spool.claim("a", delay)
+    assert again is not None and again.alert == alert(1) and again.attempts == 1
+    spool.delivered(again, delay, None)
+    second = spool.claim("a", delay)
+    assert second is not None and second.alert == alert(2)
+
+
+def test_backoff_full_jitter_capped() -> None:
+    rng = random.Random(1)
+    backoff = Backoff(base=1.0, cap=300.0)
+    delays = [backoff.delay(n, None, rng) for n in range(20) for _ in range(50)]
+    assert min(delays) >= 0 and max(delays) <= 300.0
+    assert max(backoff.delay(1, None, rng) for _ in range(100)) <= 2.0
+    assert backoff.delay(0, 120.0, rng) >= 120.0  # Retry-After wins over a shorter jitter
+
+
+def test_dead_letters_and_stats(spool: Spool) -> None:
+    spool.enqueue([(alert(1), ["a"]), (alert(2), ["a"])], 100.0)
+    d = spool.claim("a", 100.0)
+    assert d is not None
+    spool.dead(d, 101.0, "400 Bad Request")
+    stats = spool.stats(130.0)
+    assert (stats.depth, stats.oldest_age, stats.dead) == (1, 30.0, 1)
+    (dead,) = spool.rows(("dead",))
+    assert (dead.alert_id, dead.reason) == (alert(1).id, "400 Bad Request")
+
+
+def test_leases_of_a_dead_worker_are_released(spool: Spool) -> None:
+    spool.enqueue([(alert(1), ["a"])], 0.0)
+    assert spool.claim("a", 0.0) is not None
+    assert spool.claim("a", 1.0) is None
+    spool.release_leases()
+    assert spool.claim("a", 1.0) is not None
+
+
+def test_resend_until_replaced(spool: Spool) -> None:
+    spool.enqueue([(alert(1), ["am"])], 0.0)
+    d = spool.claim("am", 0.0)
+    assert d is not None
+    spool.delivered(d, 0.0, resend_interval=60.0)
+    assert spool.resends_due("am", 59.0) == []
+    assert [r.alert for r in spool.resends_due("am", 60.0)] == [alert(1)]
+    resolved = dataclasses.replace(alert(1), status=Status.RESOLVED, ends_at=50.0)
+    spool.enqueue([(resolved, ["am"])], 50.0)
+    assert spool.resends_due("am", 60.0) == []
+
+
+def test_disk_full_is_an_error_not_a_drop(spool: Spool) -> None:
+    spool.conn.execute("PRAGMA max_page_count = 1")  # the database cannot grow any further
+    big = Alert("X", Severity.INFO, Status.FIRING, Source.TEST, 0.0, annotations={"d": "x" * 65536})
+    with pytest.raises(SpoolError, match="full"):
+        spool.enqueue([(big, ["a"])], 0.0)
+
+
+def test_unwritable_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SpoolError, match="cannot create spool directory"):
+        Spool.open(tmp_path / "file" / "state")
+
+
+# --- the hook's exit status when the spool cannot take the alert -----------------------------
+
+CONFIG = """\
+cluster = "lb1"
+state_dir = "{state}"
+
+[[sink]]
+name = "hook"
+type = "webhook"
+url = "{url}"
+secret_file = "{secret}"
+"""
+
+
+def write_config(tmp_path: Path, state: Path, url: str = "http://127.0.0.1:9/") -> Path:
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-TOKEN-value\n")
+    path = tmp_path / "ka.toml"
+    path.write_text(CONFIG.format(state=state, secret=secret, url=url))
+    return path
+
+
+class Rejecting(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(400, "Bad Request")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def rejecting() -> Iterator[str]:
+    """A receiver that refuses everything: the hook's worker dead-letters at once and leaves."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Rejecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def hook(config: Path, *prefix: str) -> subprocess.CompletedProcess[str]:
+    cmd = [*prefix, sys.executable, "-m", "ka_exporter.notify.cli", "--config", str(config),
+           "INSTANCE", "VI_1", "MASTER", "100"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+
+
+needs_unshare = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare for a private mount namespace",
+)
+
+
+def in_private_mounts(script: str) -> list[str]:
+    """Mounts made here live in a mount namespace of their own: the host never sees them."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh"]
+
+
+@needs_unshare
+@pytest.mark.parametrize("existing", [False, True])
+def test_read_only_spool_fails_the_hook(tmp_path: Path, existing: bool) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    if existing:
+        Spool.open(state).close()
+    config = write_config(tmp_path, state)
+    result = hook(config, *in_private_mounts(f'mount --bind -o ro {state} {state}; exec "$@"'))
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("ka-notify: error: ") and str(state) in line
+    assert "read-only" in line or "not writable" in line
+
+
+@needs_unshare
+def test_full_disk_fails_the_hook(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    config = write_config(tmp_path, state)
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {state}; "
+        f'dd if=/dev/zero of={state}/fill bs=4k 2>/dev/null || true; exec "$@"'
+    )
+    result = hook(config, *in_private_mounts(script))
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("ka-notify: error: ") and "full" in line
+
+
+def test_hook_commits_and_queue_shows_no_secrets(tmp_path: Path, rejecting: str) -> None:
+    state = tmp_path / "state"
+    config = write_config(tmp_path, state, rejecting)
+    result = hook(config)
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
+    spool = Spool.open(state)
+    (row,) = spool.rows(("pending", "delivered", "dead"))  # committed before the exit
+    assert (row.name, row.sink) == ("KeepalivedStateChange", "hook")
+    for _ in range(100):  # the spawned worker dead-letters it
+        if spool.stats().dead:
+            break
+        time.sleep(0.05)
+    assert spool.stats().dead == 1
+    queue = subprocess.run(
+        [sys.executable, "-m", "ka_exporter.notify.cli", "queue", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert "KeepalivedStateChange" in queue.stdout
+    assert "s3cr3t" not in queue.stdout + queue.stderr
+    dump = "\n".join(sqlite3.connect(state / "spool.db").iterdump())
+    assert "s3cr3t" not in dump
+
+
+@pytest.mark.parametrize(
+    "args", [["VI_1", "UP"], ["--state", "MASTER"], ["--state", "UP", "--instance", "VI_1"]]
+)
+def test_bad_hook_input_exits_2(tmp_path: Path, args: list[str]) -> None:
+    config = write_config(tmp_path, tmp_path / "state")
+    cmd = [sys.executable, "-m", "ka_exporter.notify.cli", "--config", str(config), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
