@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import math
 import os
@@ -16,6 +17,8 @@ from typing import NoReturn
 
 from ka_exporter import analyze, daemon, pcap, web
 from ka_exporter.model import ModelConfig
+from ka_exporter.notify import config as notify_config
+from ka_exporter.notify.peers import metrics_url
 
 PROG = "ka-exporter"
 ENV_PREFIX = "KA_EXPORTER_"
@@ -160,6 +163,20 @@ def telemetry_path(text: str) -> str:
     return text
 
 
+def ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def peer_url(text: str) -> str:
+    try:
+        return metrics_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def exporter_main(argv: Sequence[str]) -> int:
     parser = Parser(
         prog=PROG,
@@ -191,8 +208,32 @@ def exporter_main(argv: Sequence[str]) -> int:
         default="info",
         help="log level",
     )
+    parser.flag(
+        "notify.config",
+        help="alert on what the exporter sees through the sinks of this ka-notify TOML file",
+    )
+    parser.flag(
+        "vrrp.expected-peer",
+        action="append",
+        type=ip_address,
+        help="a router address expected on the wire (repeatable); with --notify.config, any "
+        "other source is alerted as an unknown router",
+    )
+    parser.flag(
+        "peer",
+        action="append",
+        type=peer_url,
+        help="another host's exporter, http(s)://host:port (repeatable); two hosts claiming "
+        "master of one VRID is split-brain even when VRRP between them is blocked",
+    )
     add_model_flags(parser)
     args = parser.parse_args(argv)
+    notify = None
+    if getattr(args, "notify.config") is not None:
+        try:
+            notify = notify_config.load(getattr(args, "notify.config"), check_sinks=True)
+        except notify_config.ConfigError as exc:
+            parser.exit(2, "".join(f"{PROG}: error: {line}\n" for line in exc.lines))
     logging.basicConfig(
         level=getattr(args, "log.level").upper(),
         format="%(asctime)s level=%(levelname)s %(message)s",
@@ -203,6 +244,9 @@ def exporter_main(argv: Sequence[str]) -> int:
         interfaces=tuple(args.interface),
         netns=tuple(args.netns),
         model=model_config(parser, args),
+        notify=notify,
+        expected_peers=tuple(getattr(args, "vrrp.expected_peer")),
+        peers=tuple(args.peer),
     )
     try:
         asyncio.run(daemon.run(settings))

@@ -24,6 +24,11 @@ from ka_exporter.capture import Capture, CaptureError, PrivilegeError, check_pri
 from ka_exporter.metrics import ExporterCollector, LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
 from ka_exporter.netlink import Watcher, check_netns
+from ka_exporter.notify.alert import Alert
+from ka_exporter.notify.config import Config as NotifyConfig
+from ka_exporter.notify.exporter import Alerting
+from ka_exporter.notify.peers import PeerState, PeerWatch, local_claims
+from ka_exporter.notify.spool import SpoolError
 
 log = logging.getLogger("ka_exporter")
 
@@ -42,6 +47,9 @@ class Settings:
     interfaces: tuple[str, ...] = ()  # globs on the name, or on "netns/name"
     netns: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
+    notify: NotifyConfig | None = None  # alert on our own events through these sinks
+    expected_peers: tuple[str, ...] = ()  # any other VRRP source is an unknown router
+    peers: tuple[str, ...] = ()  # other exporters whose master claims we compare with ours
 
 
 def selected(segment: Segment, patterns: tuple[str, ...]) -> bool:
@@ -75,6 +83,18 @@ class Daemon:
         self.started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: AppRunner | None = None
+        self.alerting: Alerting | None = None
+        self.peers: PeerWatch | None = None
+        if settings.peers:
+            cluster = settings.notify.cluster if settings.notify else ""
+            self.peers = PeerWatch(
+                settings.peers,
+                PeerState(socket.gethostname(), cluster),
+                lambda: local_claims(self.model.snapshot(time.time()), self.local().addresses),
+                self._alert,
+                time.time,
+            )
+            self.registry.register(self.peers.collector)
 
     def local(self) -> LocalState:
         return LocalState(
@@ -104,6 +124,13 @@ class Daemon:
                 check_netns(netns)
         except (PrivilegeError, FileNotFoundError) as exc:
             raise StartupError(str(exc)) from None
+        if self.settings.notify is not None:
+            try:
+                self.alerting = Alerting(
+                    self.settings.notify, socket.gethostname(), self.settings.expected_peers
+                )
+            except SpoolError as exc:
+                raise StartupError(str(exc)) from None
         app = web.make_app(
             self.registry, self.status_page, self.ready, self.settings.telemetry_path
         )
@@ -118,6 +145,10 @@ class Daemon:
         self._check_interfaces()
         self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
         self._tasks.append(asyncio.create_task(self._tick()))
+        if self.alerting is not None:
+            self._tasks.append(asyncio.create_task(self.alerting.run()))
+        if self.peers is not None:
+            self._tasks.append(asyncio.create_task(self.peers.run()))
         # Not loop.add_signal_handler: its wakeup fd is inherited by the children pyroute2 forks
         # to open sockets in other namespaces, and their SIGTERM would stop us.
         loop = asyncio.get_running_loop()
@@ -138,6 +169,8 @@ class Daemon:
         self.capture.close_all()
         for watcher in self.watchers.values():
             watcher.close()
+        if self.alerting is not None:
+            self.alerting.close()
 
     def _check_interfaces(self) -> None:
         known = {Segment(name, ns) for ns, w in self.watchers.items() for name in w.links.values()}
@@ -166,10 +199,18 @@ class Daemon:
 
     async def _tick(self) -> None:
         while True:
-            self.model.advance(time.time())
-            for event in self.model.pop_events():
+            now = time.time()
+            self.model.advance(now)
+            events = self.model.pop_events()
+            for event in events:
                 log.info("%s", describe(event))
+            if self.alerting is not None:
+                self.alerting.feed(events, self.model.snapshot(now), self.local().addresses, now)
             await asyncio.sleep(TICK_SECONDS)
+
+    def _alert(self, alerts: list[Alert], now: float) -> None:
+        if self.alerting is not None:
+            self.alerting.commit(alerts, now)
 
 
 def _where(segment: Segment) -> str:

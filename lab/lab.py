@@ -163,11 +163,14 @@ class Lab:
         notify: str | None = None,
         track_weight: int = -60,
         keep_dir: bool = False,
+        fifo_reader: bool = True,
     ) -> None:
         """`notify` is the keepalived notify command, `{node}` and `{dir}` filled in; by default
         a script appends `<time> TYPE NAME STATE PRIORITY` to `<dir>/n<i>.notify.log`.
         `track_weight` is what `set_priority_offset` takes off every instance of a node (0
-        puts them in FAULT instead). `keep_dir` keeps configs and logs for a post-mortem."""
+        puts them in FAULT instead). `keep_dir` keeps configs and logs for a post-mortem.
+        `fifo_reader=False` leaves each node's FIFO to a reader the caller starts before
+        keepalived (which blocks until one opens it); `fifo_lines` is then empty."""
         if not 1 <= segments <= addressing.MAX_SEGMENTS:
             raise ValueError(f"segments must be 1-{addressing.MAX_SEGMENTS}")
         self._instances: dict[int, Instance] = {}
@@ -185,6 +188,7 @@ class Lab:
         self._notify = notify
         self._track_weight = track_weight
         self._keep_dir = keep_dir
+        self._fifo_reader = fifo_reader
         self.prefix = ""  # chosen when the lab opens
         self._workdir: Path | None = None
         self._namespaces: list[str] = []
@@ -373,6 +377,8 @@ class Lab:
         # keepalived blocks on opening its notify FIFO until there is a reader. A reader that
         # holds the FIFO open read-write never sees EOF, so it outlives keepalived restarts.
         os.mkfifo(node.file("fifo"))
+        if not self._fifo_reader:
+            return node
         fd = os.open(node.file("fifo"), os.O_RDWR)
         try:
             with node.file("fifo.log").open("ab") as out:

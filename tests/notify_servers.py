@@ -4,20 +4,25 @@ HTTP receiver (aiohttp) and Alertmanager itself, all on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
@@ -25,12 +30,19 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 
+_GIVEN: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port free now and not handed out before in this run: a server given the
+    previous one may not have bound it yet."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @dataclass(frozen=True)
@@ -198,7 +210,7 @@ def sample_alert(status: Status = Status.FIRING, ends_at: float | None = None) -
         source=Source.NOTIFY,
         starts_at=time.time() - 30,
         ends_at=ends_at,
-        labels={"cluster": "lb1", "host": "node-a", "instance": "VI_1", "vrid": "51"},
+        labels={"cluster": "lb1", "instance": "node-a", "iname": "VI_1", "vrid": "51"},
         annotations={
             "summary": "node-a became MASTER for VI_1 (vrid 51)",
             "old_state": "BACKUP",
@@ -207,3 +219,80 @@ def sample_alert(status: Status = Status.FIRING, ends_at: float | None = None) -
             "wire": "vrid 51: 192.0.2.1 prio 150 MASTER; 192.0.2.2 prio 100 silent",
         },
     )
+
+
+def signed(key: bytes, headers: Mapping[str, str], body: bytes) -> bool:
+    message = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+    version, _, signature = headers.get("webhook-signature", "").partition(",")
+    return version == "v1" and hmac.compare_digest(signature, expected)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 in a thread of its own; counts webhook-ids. With `key`
+    it accepts only requests whose Standard Webhooks HMAC-SHA256 signature checks out."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key
+        self.forged = 0  # requests refused for a bad signature
+        self.ids: list[str] = []
+        self.bodies: list[bytes] = []
+        self.down_until = 0.0
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            if time.time() < self.down_until:
+                return web.Response(status=503)
+            if self.key is not None and not signed(self.key, request.headers, body):
+                self.forged += 1
+                return web.Response(status=401)
+            await asyncio.sleep(self.delay)
+            with self.lock:
+                self.ids.append(request.headers["webhook-id"])
+                self.bodies.append(body)
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = self.runner.addresses[0][1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def unique(self) -> set[str]:
+        with self.lock:
+            return set(self.ids)
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while len(self.unique()) < count and time.time() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
+    """Import it (as `receiver_fixture`) where a test takes a `receiver`."""
+    r = Receiver()
+    yield r
+    r.close()

@@ -89,7 +89,7 @@ def test_state_alert_labels_and_transition() -> None:
     assert alert.name == "KeepalivedStateChange"
     assert alert.severity is Severity.WARNING
     assert alert.labels == {
-        "instance": "VI_1", "type": "instance", "host": "node-a", "cluster": "lb1",
+        "iname": "VI_1", "type": "instance", "instance": "node-a", "cluster": "lb1",
         "state": "MASTER",
     }  # fmt: skip
     assert "BACKUP -> MASTER" in alert.annotations["description"]

@@ -7,18 +7,14 @@ KA_NOTIFY_DOWN_SECONDS=30 for the full scenario of the issue).
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from ka_exporter.notify import cli
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
@@ -26,71 +22,9 @@ from ka_exporter.notify.sink import Reject, Retry
 from ka_exporter.notify.sinks import SINK_TYPES
 from ka_exporter.notify.spool import Backoff, Spool
 from ka_exporter.notify.worker import Worker
+from tests.notify_servers import Receiver, free_port, receiver_fixture  # noqa: F401  (a fixture)
 
 DOWN_SECONDS = float(os.environ.get("KA_NOTIFY_DOWN_SECONDS", "3"))
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 in a thread of its own; counts webhook-ids."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.bodies: list[bytes] = []
-        self.down_until = 0.0
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        self.ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def handle(request: web.Request) -> web.Response:
-            body = await request.read()
-            if time.time() < self.down_until:
-                return web.Response(status=503)
-            await asyncio.sleep(self.delay)
-            with self.lock:
-                self.ids.append(request.headers["webhook-id"])
-                self.bodies.append(body)
-            return web.Response(status=200)
-
-        app = web.Application()
-        app.router.add_post("/", handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = self.runner.addresses[0][1]
-        self.ready.set()
-        self.loop.run_forever()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def unique(self) -> set[str]:
-        with self.lock:
-            return set(self.ids)
-
-    def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.time() + timeout
-        while len(self.unique()) < count and time.time() < deadline:
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def alert(n: int) -> Alert:
@@ -172,12 +106,6 @@ def test_firing_alerts_are_resent_until_replaced(tmp_path: Path) -> None:
 
 
 # --- the daemon, as a process -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp_path: Path, url: str, extra: str = "") -> Path:
@@ -275,7 +203,7 @@ def test_daemon_reads_the_fifo_damps_flaps_and_exports_metrics(
         assert proc.wait(5) == 0
     bodies = [b.decode() for b in receiver.bodies]
     assert len(bodies) == 6
-    assert sum('"instance":"VI_2"' in b for b in bodies) == 3
+    assert sum('"iname":"VI_2"' in b for b in bodies) == 3
     (digest,) = [b for b in bodies if "KeepalivedFlapping" in b]
     assert "18 state changes held back" in digest
     assert 'keepalived_vrrp_state{iname="VI_1"} 2.0' in metrics

@@ -13,7 +13,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import NoReturn, TextIO
 
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
@@ -45,6 +46,17 @@ def load_config(parser: Parser, path: str, *, check_sinks: bool = False) -> Conf
         return load(path, check_sinks=check_sinks)
     except ConfigError as exc:
         parser.exit(2, "".join(f"{line}\n" for line in exc.lines))
+
+
+def try_drain_lock(state_dir: Path) -> TextIO | None:
+    """The drain lock if it is free: whoever holds it is the spool's only deliverer."""
+    lock = open(state_dir / LOCK_NAME, "w")  # noqa: SIM115  (held by the caller)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def fail(prog: str, exc: SpoolError) -> NoReturn:
@@ -231,7 +243,7 @@ def test_main(argv: Sequence[str]) -> int:
         source=Source.TEST,
         starts_at=now,
         ends_at=now + 300,
-        labels={"cluster": config.cluster, "host": host, "sink": args.sink},
+        labels={"cluster": config.cluster, "instance": host, "sink": args.sink},
         annotations={"summary": f"ka-notify test from {host}", "description": "a test alert"},
     )
     sink = make_sinks(config)[args.sink]

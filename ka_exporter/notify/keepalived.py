@@ -111,7 +111,7 @@ def to_alerts(
     FAULT is a condition (firing until the instance leaves it); every other state change is an
     event that resolves itself after EVENT_SECONDS.
     """
-    labels = {"instance": note.name, "type": note.type.lower(), "host": host, "cluster": cluster}
+    labels = {"iname": note.name, "type": note.type.lower(), "instance": host, "cluster": cluster}
     what = f"{note.type.lower()} {note.name} on {host}"
     prio = "" if note.priority is None else f" (priority {note.priority})"
     alerts = []
@@ -183,7 +183,7 @@ def digest_alert(digest: Digest, *, host: str, cluster: str, source: Source) -> 
         source=source,
         starts_at=digest.start,
         ends_at=digest.end + EVENT_SECONDS,
-        labels={"instance": name, "type": kind.lower(), "host": host, "cluster": cluster},
+        labels={"iname": name, "type": kind.lower(), "instance": host, "cluster": cluster},
         annotations={
             "summary": f"{what} flapped: {digest.count} more changes",
             "description": f"{digest.count} state changes held back in "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import logging
 import signal
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from ka_exporter import web
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Source
-from ka_exporter.notify.cli import LOCK_NAME, PROG, Parser, config_flag, fail, load_config
+from ka_exporter.notify.cli import PROG, Parser, config_flag, fail, load_config, try_drain_lock
 from ka_exporter.notify.config import Config, make_sinks
 from ka_exporter.notify.fifo import FifoError, read_lines
 from ka_exporter.notify.intake import flush, record
@@ -70,13 +69,8 @@ async def run(config: Config, fifo: Path | None, listen: tuple[str | None, int])
     metrics = NotifyMetrics(spool)
     worker = Worker(spool, make_sinks(config))
     feed = Feed(config, spool, metrics, worker)
-    lock = open(config.state_dir / LOCK_NAME, "w")  # noqa: SIM115  (held for our lifetime)
-    while True:  # a hook-spawned drainer may hold it for a moment
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            await asyncio.sleep(0.2)
+    while (lock := try_drain_lock(config.state_dir)) is None:
+        await asyncio.sleep(0.2)  # a hook-spawned drainer may hold it for a moment
     spool.release_leases()
     app = web.make_app(metrics.registry, lambda: "ka-notify\n", lambda: True, "/metrics")
     host, port = listen

@@ -46,7 +46,7 @@ def _state(alert: Alert) -> str | None:
 
 
 # Keys shown first and by name; any other label follows under its own key.
-_NAMED = (("host", "Host"), ("instance", "Instance"), ("cluster", "Cluster"), ("vrid", "VRID"))
+_NAMED = (("instance", "Host"), ("iname", "Instance"), ("cluster", "Cluster"), ("vrid", "VRID"))
 _STATE_KEYS = frozenset({"state", "old_state", "new_state"})
 _OWN_KEYS = frozenset({"alertname", "severity", "priority"})
 
