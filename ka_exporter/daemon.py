@@ -84,6 +84,8 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: AppRunner | None = None
         self.alerting: Alerting | None = None
+        notify_peers = settings.notify.expected_peers if settings.notify else frozenset()
+        self.expected = frozenset(settings.expected_peers) | notify_peers
         self.peers: PeerWatch | None = None
         if settings.peers:
             cluster = settings.notify.cluster if settings.notify else ""
@@ -100,6 +102,7 @@ class Daemon:
         return LocalState(
             addresses={ns: w.local for ns, w in self.watchers.items()},
             netlink_up={ns: w.up for ns, w in self.watchers.items()},
+            expected=self.expected,
         )
 
     def ready(self) -> bool:

@@ -60,6 +60,10 @@ METRICS: dict[str, tuple[str, str]] = {
         "Priority-0 adverts from the router: a master giving up (stop, fault).",
     ),
     "vrrp_router_master": (GAUGE, "1 while the router acts as master of the VRID."),
+    "vrrp_router_expected": (
+        GAUGE,
+        "1 when the router is an expected peer, 0 when unknown (only with --vrrp.expected-peer).",
+    ),
     "vrrp_local_vip": (GAUGE, "1 when this host holds the VIP, 0 when it does not."),
     "vrrp_local_master": (
         GAUGE,
@@ -100,6 +104,7 @@ class LocalState:
 
     addresses: Mapping[str, frozenset[str]]  # netns ("" = ours) -> addresses held
     netlink_up: Mapping[str, bool]
+    expected: frozenset[str] = frozenset()  # expected router addresses; empty: no allowlist
 
 
 class Families:
@@ -164,6 +169,8 @@ class ExporterCollector(Collector):
                 f.add("vrrp_router_last_advert_timestamp_seconds", labels, r.last_seen)
                 f.add("vrrp_router_resignations", labels, r.resignations)
                 f.add("vrrp_router_master", labels, int(r.address in view.masters))
+                if local.expected:
+                    f.add("vrrp_router_expected", labels, int(r.address in local.expected))
             held = local.addresses.get(view.key.segment.netns)
             if held is not None:
                 own = ownership(view, held)

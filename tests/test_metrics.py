@@ -16,6 +16,7 @@ ROOT = Path(__file__).parent.parent
 GOLDEN = Path(__file__).parent / "golden"
 # node 2 of the reference lab during the partition: it holds VIP 51 and is a master of 51.
 NODE2 = LocalState({"": frozenset({"192.0.2.12", "192.0.2.51"})}, {"": True})
+ALLOW_11 = LocalState(NODE2.addresses, NODE2.netlink_up, frozenset({"192.0.2.11"}))
 BUILD_INFO = re.compile(rb"^ka_exporter_build_info\{.*\n", re.MULTILINE)
 
 
@@ -62,6 +63,16 @@ def test_split_brain_view() -> None:
     assert s["vrrp_duplicate_vip", frozenset(base)] == 0
 
 
+def test_expected_routers_only_with_an_allowlist() -> None:
+    assert not any(n == "vrrp_router_expected" for n, _ in samples(exposition("vrrp-all.pcap", 10)))
+    s = samples(exposition("vrrp-all.pcap", 10.0, ALLOW_11))
+    expected = {
+        dict(labels)["address"]: v for (n, labels), v in s.items() if n.endswith("expected")
+    }
+    assert expected["192.0.2.11"] == 1
+    assert {v for a, v in expected.items() if a != "192.0.2.11"} == {0}
+
+
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing"
 )
@@ -77,7 +88,7 @@ def test_promtool_check_metrics(offset: float) -> None:
 
 
 def test_every_family_is_exposed_as_declared() -> None:
-    text = exposition("vrrp-all.pcap", 104.0).decode()  # after a transition
+    text = exposition("vrrp-all.pcap", 104.0, ALLOW_11).decode()  # after a transition
     for name, (kind, doc) in METRICS.items():
         if name.startswith(
             ("vrrp_capture", "vrrp_untracked", "vrrp_packets", "ka_exporter_capture")
