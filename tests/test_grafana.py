@@ -12,7 +12,6 @@ import contextlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from lab import prometheus as prom
 from tests.frames import advert, set_checksum
 from tests.lab_fixtures import MakeLab
 from tests.notify_servers import alertmanager, free_port
+from tests.running import process, ready
 
 ROOT = Path(__file__).parents[1]
 GRAFANA = ROOT / "grafana"
@@ -235,29 +235,6 @@ def missing(prometheus: prom.Prometheus, first: bool) -> list[str]:
     return empty
 
 
-@contextlib.contextmanager
-def started(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=out)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def ready(port: int, path: str = "/-/ready") -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def label_targets(prometheus: prom.Prometheus, labels: dict[str, str]) -> None:
     """Gives every scrape target `labels`, as a user's scrape config sets `cluster`.
 
@@ -311,7 +288,7 @@ def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path
         notify_port = free_port()
         notify = [str(BIN / "ka-notify"), "daemon", "--config", str(config),
                   "--web.listen-address", f"127.0.0.1:{notify_port}"]  # fmt: skip
-        stack.enter_context(started(notify, tmp_path / "ka-notify.log"))
+        stack.enter_context(process(notify, tmp_path / "ka-notify.log"))
         wait_for(lambda: ready(notify_port, "/metrics"), 15, what="ka-notify daemon")
 
         # keepalived's notify hook is ka-notify itself; the daemon holds the drain lock
@@ -324,7 +301,7 @@ def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path
             ns, port = lab.ns(who), free_port()
             argv = [str(BIN / "ka-exporter"), "--web.listen-address", f"127.0.0.1:{port}",
                     "--netns", ns, "--interface", f"{ns}/eth0"]  # fmt: skip
-            stack.enter_context(started(argv, tmp_path / f"exporter-{who}.log"))
+            stack.enter_context(process(argv, tmp_path / f"exporter-{who}.log"))
             ports[who] = port
         scrape = [f"127.0.0.1:{p}" for p in ports.values()]
         prometheus = stack.enter_context(

@@ -23,6 +23,7 @@ import pytest
 from lab import Flavour, Instance, wait_for
 from tests.lab_fixtures import MakeLab
 from tests.notify_servers import Receiver, alertmanager, free_port, make_pki, smtp_server
+from tests.running import process
 
 BIN = Path(sys.executable).parent
 VRID = Instance(51, Flavour.V3, advert_int=0.5)  # n1 priority 150, n2 priority 100
@@ -77,21 +78,6 @@ def alerts_at(receiver: Receiver) -> list[dict[str, str]]:
             (alert,) = json.loads(body)["alerts"]
             out.append({**alert["labels"], "status": alert["status"]})
     return out
-
-
-@contextmanager
-def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
