@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from lab.config import Flavour, Instance, double_master
@@ -63,57 +64,59 @@ def _hold(instances: Sequence[Instance]) -> None:
     time.sleep(2 * max(inst.advert_int for inst in instances))
 
 
+class _Story:
+    """A recorded lab: converged on start, each step then waited out and held."""
+
+    def __init__(self, lab: Lab, instances: Sequence[Instance], event: Log) -> None:
+        self.lab, self.instances, self.event = lab, instances, event
+
+    def settle(self, down: set[int]) -> None:
+        _converge(self.lab, self.instances, down, self.event)
+        _hold(self.instances)
+
+
+@contextmanager
+def _recorded(path: Path, instances: Sequence[Instance], log: Log) -> Iterator[_Story]:
+    with Lab(instances) as lab, lab.capture(path):
+        story = _Story(lab, instances, _Timeline(path.name, log))
+        story.event("starting keepalived on n1, n2")
+        lab.start_all()
+        story.settle(set())
+        yield story
+
+
 def record_failover(path: Path, instances: list[Instance], log: Log) -> None:
     """Convergence, crash of the master (SIGKILL: no goodbye), takeover, graceful stop."""
-    with Lab(instances) as lab, lab.capture(path):
-        event = _Timeline(path.name, log)
-        event("starting keepalived on n1, n2")
-        lab.start_all()
-        _converge(lab, instances, set(), event)
-        _hold(instances)
-        event("n1 SIGKILL")
-        lab.kill(1, signal.SIGKILL)
-        _converge(lab, instances, {1}, event)
-        _hold(instances)
-        event("n2 SIGTERM (priority-0 adverts)")
-        lab.kill(2)
+    with _recorded(path, instances, log) as story:
+        story.event("n1 SIGKILL")
+        story.lab.kill(1, signal.SIGKILL)
+        story.settle({1})
+        story.event("n2 SIGTERM (priority-0 adverts)")
+        story.lab.kill(2)
 
 
 def record_partition(path: Path, log: Log) -> None:
     """Split brain by bridge port isolation, both nodes advertise, then healing."""
-    with Lab([PARTITION]) as lab, lab.capture(path):
-        event = _Timeline(path.name, log)
-        event("starting keepalived on n1, n2")
-        lab.start_all()
-        _converge(lab, [PARTITION], set(), event)
+    with _recorded(path, [PARTITION], log) as story:
+        story.event("partition (bridge ports isolated)")
+        story.lab.partition()
+        wait_for(lambda: story.lab.holders(PARTITION.vrid) == {1, 2}, 8, what="split brain")
+        story.event(f"VRID {PARTITION.vrid}: n1 and n2 master (split brain)")
         _hold([PARTITION])
-        event("partition (bridge ports isolated)")
-        lab.partition()
-        wait_for(lambda: lab.holders(PARTITION.vrid) == {1, 2}, 8, what="split brain")
-        event(f"VRID {PARTITION.vrid}: n1 and n2 master (split brain)")
-        _hold([PARTITION])
-        event("heal")
-        lab.heal()
-        _converge(lab, [PARTITION], set(), event)
-        _hold([PARTITION])
+        story.event("heal")
+        story.lab.heal()
+        story.settle(set())
 
 
 def record_preempt(path: Path, log: Log) -> None:
     """The higher-priority node stops, comes back and preempts the lower-priority master."""
-    with Lab([PREEMPT]) as lab, lab.capture(path):
-        event = _Timeline(path.name, log)
-        event("starting keepalived on n1, n2")
-        lab.start_all()
-        _converge(lab, [PREEMPT], set(), event)
-        _hold([PREEMPT])
-        event("n1 SIGTERM (priority-0 adverts)")
-        lab.kill(1)
-        _converge(lab, [PREEMPT], {1}, event)
-        _hold([PREEMPT])
-        event("n1 starts again")
-        lab.start(1)
-        _converge(lab, [PREEMPT], set(), event)
-        _hold([PREEMPT])
+    with _recorded(path, [PREEMPT], log) as story:
+        story.event("n1 SIGTERM (priority-0 adverts)")
+        story.lab.kill(1)
+        story.settle({1})
+        story.event("n1 starts again")
+        story.lab.start(1)
+        story.settle(set())
 
 
 def record_all(outdir: Path, log: Log = print) -> list[Path]:

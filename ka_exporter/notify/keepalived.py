@@ -56,26 +56,23 @@ def parse_argv(args: Sequence[str]) -> Notification:
     if len(args) < 4:
         raise ParseError(f"expected TYPE NAME STATE PRIORITY, got {len(args)} arguments")
     kind, name, state, priority = args[-4:]
-    if kind not in TYPES:
-        raise ParseError(f"type must be INSTANCE or GROUP: {kind!r}")
-    if state not in STATES:
-        raise ParseError(f"state must be one of {' '.join(STATES)}: {state!r}")
-    if not name:
-        raise ParseError("empty instance name")
-    return Notification(kind, name, state, _priority(priority))
+    return _checked(kind, name, state, _priority(priority))
 
 
 def from_flags(state: str, name: str, priority: int | None, kind: str = "INSTANCE") -> Notification:
     """`notify_master` & co. pass nothing, so the admin writes the state into the command."""
-    state = state.upper()
-    if state not in STATES:
-        raise ParseError(f"state must be one of {' '.join(STATES)}: {state!r}")
-    if kind not in TYPES:
-        raise ParseError(f"type must be INSTANCE or GROUP: {kind!r}")
-    if not name:
-        raise ParseError("empty instance name")
     if priority is not None and not 0 <= priority <= 255:
         raise ParseError(f"priority must be 0..255: {priority}")
+    return _checked(kind, name, state.upper(), priority)
+
+
+def _checked(kind: str, name: str, state: str, priority: int | None) -> Notification:
+    if kind not in TYPES:
+        raise ParseError(f"type must be INSTANCE or GROUP: {kind!r}")
+    if state not in STATES:
+        raise ParseError(f"state must be one of {' '.join(STATES)}: {state!r}")
+    if not name:
+        raise ParseError("empty instance name")
     return Notification(kind, name, state, priority)
 
 
