@@ -1,0 +1,146 @@
+"""The systemd units under deploy/systemd: hardening as documented, commands that exist.
+
+A unit that names a missing flag or binary fails only on the first start on a user's host, so
+the units are checked here against the installed console scripts and their CLIs.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = ROOT / "deploy" / "systemd"
+BIN = Path(sys.executable).parent
+INSTALLED_BIN = "/usr/local/bin"
+
+HARDENING = {
+    "DynamicUser": "yes",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictNamespaces": "yes",
+    "SystemCallFilter": "@system-service",
+    "MemoryDenyWriteExecute": "yes",
+    "LockPersonality": "yes",
+    "Restart": "on-failure",
+}
+
+
+def service(name: str) -> configparser.SectionProxy:
+    parser = configparser.RawConfigParser(strict=True, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    parser.read(UNITS / name)
+    return parser["Service"]
+
+
+def exec_start(name: str) -> list[str]:
+    return shlex.split(service(name)["ExecStart"])
+
+
+def help_text(*argv: str) -> str:
+    result = subprocess.run(
+        [str(BIN / argv[0]), *argv[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
+
+
+def flags(argv: list[str]) -> list[str]:
+    return [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+
+
+@pytest.mark.parametrize("name", ["ka-exporter.service", "ka-notify.service"])
+def test_hardening(name: str) -> None:
+    unit = service(name)
+    assert {key: unit.get(key) for key in HARDENING} == HARDENING
+    assert unit["PrivateDevices"] == "yes" and unit["UMask"] == "0077"
+
+
+def test_exporter_gets_only_cap_net_raw_and_the_socket_families_it_uses() -> None:
+    unit = service("ka-exporter.service")
+    assert unit["AmbientCapabilities"] == "CAP_NET_RAW"
+    assert unit["CapabilityBoundingSet"] == "CAP_NET_RAW"
+    assert set(unit["RestrictAddressFamilies"].split()) == {
+        "AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET",
+    }  # fmt: skip
+    assert unit["EnvironmentFile"] == "-/etc/default/ka-exporter"
+
+
+def test_notify_daemon_has_no_capabilities_and_keeps_its_spool() -> None:
+    unit = service("ka-notify.service")
+    assert unit["AmbientCapabilities"] == "" and unit["CapabilityBoundingSet"] == ""
+    assert "AF_PACKET" not in unit["RestrictAddressFamilies"]
+    assert unit["StateDirectory"] == "ka-notify"
+    argv = exec_start("ka-notify.service")
+    assert argv[argv.index("--keepalived.notify-fifo") + 1].startswith(
+        f"/run/{unit['RuntimeDirectory']}/"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("ka-exporter.service", ["ka-exporter"]), ("ka-notify.service", ["ka-notify", "daemon"])],
+)
+def test_exec_start_runs_a_console_script_with_flags_it_knows(
+    name: str, command: list[str]
+) -> None:
+    argv = exec_start(name)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert argv[0] == f"{INSTALLED_BIN}/{command[0]}" and command[0] in scripts
+    assert argv[1 : len(command)] == command[1:]
+    known = set(re.findall(r"--[\w.-]+", help_text(*command)))
+    assert set(flags(argv)) <= known
+
+
+def test_exporter_defaults_file_names_only_variables_the_cli_reads() -> None:
+    """Every variable, commented-out examples too, is one the CLI reads and its value parses:
+    the parser turns a bad value into exit status 2 even for --help."""
+    text = (UNITS / "ka-exporter.default").read_text()
+    assignments = dict(re.findall(r"^#?(KA_EXPORTER_\w+)=(.*)$", text, re.MULTILINE))
+    assert "KA_EXPORTER_WEB_LISTEN_ADDRESS" in assignments
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KA_")}
+    result = subprocess.run(
+        [str(BIN / "ka-exporter"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env | assignments,
+    )
+    assert result.returncode == 0, result.stderr
+    read = set(re.findall(r"\[env\s+(KA_EXPORTER_\w+)\]", result.stdout))
+    assert set(assignments) <= read
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The units as systemd reads them; the binaries point at this venv, which has them."""
+    for unit in ("ka-exporter.service", "ka-notify.service"):
+        text = (UNITS / unit).read_text().replace(f"{INSTALLED_BIN}/", f"{BIN}/")
+        (tmp_path / unit).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *sorted(map(str, tmp_path.iterdir()))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
