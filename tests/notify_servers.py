@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
+from tests.running import process, ready
 
 _GIVEN: set[int] = set()
 
@@ -161,34 +162,15 @@ def alertmanager(directory: Path) -> Iterator[str]:
     config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        ["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={directory}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL,
-        stderr=(directory / "am.log").open("w"),
-    )  # fmt: skip
-    try:
+    argv = ["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={directory}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]  # fmt: skip
+    with process(argv, directory / "am.log") as am:
         deadline = time.monotonic() + 15
-        while not _ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
+        while not ready(port):
+            if am.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((directory / "am.log").read_text())
             time.sleep(0.05)
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 async def get_json(url: str) -> Any:
