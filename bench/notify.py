@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from bench import kernel
 from ka_exporter.daemon import TICK_SECONDS
 from ka_exporter.model import Event, EventType, Segment, VridKey
 from ka_exporter.notify.config import parse
@@ -157,7 +158,7 @@ def report_events(latencies: list[float], baseline_ms: float) -> str:
 def report(times: dict[str, list[float]], runs: int, state_root: Path, gap: float) -> str:
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     lines = [
-        f"Measured {today} with CPython {platform.python_version()}, Linux {platform.release()},"
+        f"Measured {today} with CPython {platform.python_version()}, {kernel()},"
         f" {runs} runs each, {gap:g} s apart, spool on {state_root} (fsync included). "
         f"Target: hook run ≤ {TARGET_MS:.0f} ms.",
         "",
