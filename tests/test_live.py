@@ -19,7 +19,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,15 +27,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lab import Flavour, Instance, Lab, double_master, unavailable, wait_for
 from lab import prometheus as prom
 from lab.addressing import host_ipv4, node_host
+from lab.exporter import PORT, NsExporter, Scrape, key
 from tests.lab_fixtures import MakeLab
 
-EXPORTER = str(Path(sys.executable).with_name("ka-exporter"))
-PORT = 9743  # every namespace has a loopback of its own, so the default port is free in each
 POLL = 0.05  # seconds between scrapes while waiting for something to show
 MDI_MARGIN = 0.5  # the issue's allowance over Master_Down_Interval for a crash to show
 HEAL_INTERVALS = 4  # "a few advert intervals" for split-brain to clear after a partition heals
@@ -84,95 +81,12 @@ def backup_node(inst: Instance) -> int:
     return min(inst.priorities, key=lambda node: inst.priorities[node])
 
 
-def key(inst: Instance) -> dict[str, str]:
-    """The labels of the VRID's series."""
-    family = "ipv6" if inst.flavour.ipv6 else "ipv4"
-    return {"interface": inst.interface, "family": family, "vrid": str(inst.vrid)}
-
-
 def source(lab: Lab, inst: Instance, node: int) -> str:
     """The source address of the node's adverts: its IPv4 address, or for IPv6 its link-local."""
     if not inst.flavour.ipv6:
         return host_ipv4(node_host(node), inst.segment)
     (link_local,) = [a for a in lab.vips(node, inst.segment) if a.startswith("fe80:")]
     return link_local
-
-
-# -- reading an exporter -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scrape:
-    samples: tuple[tuple[str, dict[str, str], float], ...]
-
-    @classmethod
-    def parse(cls, text: str) -> Scrape:
-        return cls(
-            tuple(
-                (sample.name, dict(sample.labels), sample.value)
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-            )
-        )
-
-    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        """Samples of `name` whose labels include `labels`."""
-        return [(ls, v) for n, ls, v in self.samples if n == name and labels.items() <= ls.items()]
-
-    def value(self, name: str, **labels: str) -> float | None:
-        found = self.find(name, **labels)
-        assert len(found) <= 1, f"{name}{labels} is ambiguous: {found}"
-        return found[0][1] if found else None
-
-    def of(self, name: str, inst: Instance, **labels: str) -> float | None:
-        return self.value(name, **key(inst), **labels)
-
-    def masters(self, inst: Instance) -> set[str]:
-        return {ls["address"] for ls, v in self.find("vrrp_master_info", **key(inst)) if v == 1}
-
-
-class NsExporter:
-    """ka-exporter inside one of the lab's namespaces, read over that namespace's loopback."""
-
-    def __init__(self, lab: Lab, who: int | str, port: int = PORT) -> None:
-        self.ns = lab.ns(who)
-        self.port = port
-        self.log = lab.workdir / f"ka-exporter-{self.ns}-{port}.log"
-        argv = [EXPORTER, "--web.listen-address", f"127.0.0.1:{port}", "--interface", "eth0"]
-        with self.log.open("wb") as out:
-            self.proc = lab.exec_in(who, argv, stdout=out, stderr=out)
-
-    def describe(self) -> str:
-        state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
-        tail = self.log.read_text(errors="replace").splitlines()[-15:]
-        return f"exporter in {self.ns} ({state}); log tail:\n" + "\n".join(tail)
-
-    def fetch(self, path: str) -> subprocess.CompletedProcess[str]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        argv = ["ip", "netns", "exec", self.ns, "curl", "-sSf", "--max-time", "3", url]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-
-    def get(self, path: str) -> str:
-        result = self.fetch(path)
-        assert result.returncode == 0, f"GET {path}: {result.stderr.strip()}\n{self.describe()}"
-        return result.stdout
-
-    def scrape(self) -> Scrape:
-        return Scrape.parse(self.get("/metrics"))
-
-    def wait_ready(self, timeout: float = 15) -> float:
-        """Polls /-/ready and returns the monotonic time it first answered 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.describe()
-            if self.fetch("/-/ready").returncode == 0:
-                return time.monotonic()
-            time.sleep(0.02)
-        raise AssertionError(f"not ready within {timeout:g} s: {self.describe()}")
-
-    def stop(self, timeout: float = 10) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
 
 
 def first_seen(
