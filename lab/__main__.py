@@ -1,4 +1,5 @@
-"""`python -m lab up | record DIR | clean`: a lab to play with, reference captures, recovery."""
+"""`python -m lab up | demo | record DIR | chaos | clean`: a lab to play with, reference captures,
+chaos against keepalived's own word, recovery."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import addressing, demo, firewall, netns
+from lab import addressing, chaos, demo, firewall, netns
 from lab.config import Flavour, Instance, double_master
 from lab.lab import CAPTURE_FILTER, Lab, LabError, unavailable
 from lab.procs import Processes
@@ -106,6 +107,21 @@ def _clean() -> None:
             print(f"removed {path}")
 
 
+def _chaos(seed: int, faults: int, advert_int: float, keep: bool) -> bool:
+    """The per-fault table as it happens, then the summary; True when nothing disagreed."""
+    print(f"chaos: seed {seed}, {faults} faults, advert interval {advert_int:g} s", flush=True)
+    started = time.monotonic()
+    results = chaos.run(
+        seed,
+        faults,
+        advert_int=advert_int,
+        report=lambda result: print(chaos.row(result), flush=True),
+        keep_dir=keep,
+    )
+    print(chaos.summary(results, time.monotonic() - started))
+    return all(result.ok for result in results)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--keep", action="store_true", help="keep configs and logs afterwards")
     record = sub.add_parser("record", help="record the reference captures lab-*.pcap")
     record.add_argument("dir", type=Path)
+    run = sub.add_parser("chaos", help="random faults, exporter checked against keepalived")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--faults", type=int, default=50)
+    run.add_argument("--advert-int", type=float, default=1.0, help="seconds (default 1)")
+    run.add_argument("--keep", action="store_true", help="keep configs and logs afterwards")
     sub.add_parser("clean", help="remove leftovers of labs whose process was killed")
     args = parser.parse_args(argv)
 
@@ -125,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("up", "demo"):
             _up(args.keep, exporters=args.command == "demo")
+        elif args.command == "chaos":
+            if not _chaos(args.seed, args.faults, args.advert_int, args.keep):
+                return 1
         elif args.command == "record":
             for path in record_all(args.dir):
                 print(f"{path}  {path.stat().st_size} bytes")
