@@ -11,12 +11,12 @@ import platform
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ka_exporter import __version__
 from ka_exporter.capture import Capture
-from ka_exporter.model import MISMATCH_FIELDS, Model, Segment, VridKey
+from ka_exporter.exposition import NO_LABELS, Family, LabelSet
+from ka_exporter.model import MISMATCH_FIELDS, Model, Segment, VridKey, VridView
 from ka_exporter.ownership import ownership
 
 GAUGE, COUNTER, INFO = "gauge", "counter", "info"
@@ -111,26 +111,47 @@ class Families:
     """Metric families by name, filled in any order, yielded in definition order."""
 
     def __init__(self) -> None:
-        self._metrics = {name: Metric(name, doc, kind) for name, (kind, doc) in METRICS.items()}
+        self._families = {name: Family(name, doc, kind) for name, (kind, doc) in METRICS.items()}
 
-    def add(self, name: str, labels: dict[str, str], value: float) -> None:
-        kind = METRICS[name][0]
-        sample = name + ("_total" if kind == COUNTER else "_info" if kind == INFO else "")
-        self._metrics[name].add_sample(sample, labels, value)
+    def add(self, name: str, labels: LabelSet, value: float) -> None:
+        self._families[name].rows.append((labels, value))
 
-    def __iter__(self) -> Iterator[Metric]:
-        return iter(self._metrics.values())
+    def appender(self, name: str) -> Callable[[tuple[LabelSet, float]], None]:
+        return self._families[name].rows.append
+
+    def __iter__(self) -> Iterator[Family]:
+        return iter(self._families.values())
 
 
-def segment_labels(segment: Segment) -> dict[str, str]:
+def segment_labels(segment: Segment) -> LabelSet:
     labels = {"interface": segment.interface}
     if segment.netns:
         labels["netns"] = segment.netns
-    return labels
+    return LabelSet(labels)
 
 
-def vrid_labels(key: VridKey) -> dict[str, str]:
-    return {**segment_labels(key.segment), "family": key.family, "vrid": str(key.vrid)}
+class VridLabels:
+    """The label sets of one VRID's series, kept across scrapes while its routers stay."""
+
+    __slots__ = ("base", "fields", "routers", "vips")
+
+    def __init__(self, key: VridKey) -> None:
+        self.base = segment_labels(key.segment).extend(family=key.family, vrid=str(key.vrid))
+        self.fields = {name: self.base.extend(field=name) for name in MISMATCH_FIELDS}
+        self.routers: dict[str, LabelSet] = {}
+        self.vips: dict[str, LabelSet] = {}
+
+    def router(self, address: str) -> LabelSet:
+        labels = self.routers.get(address)
+        if labels is None:
+            labels = self.routers[address] = self.base.extend(address=address)
+        return labels
+
+    def vip(self, vip: str) -> LabelSet:
+        labels = self.vips.get(vip)
+        if labels is None:
+            labels = self.vips[vip] = self.base.extend(vip=vip)
+        return labels
 
 
 class ExporterCollector(Collector):
@@ -145,56 +166,101 @@ class ExporterCollector(Collector):
         self.capture = capture
         self.local = local
         self.clock = clock
+        self._labels: dict[VridKey, VridLabels] = {}
 
-    def collect(self) -> Iterator[Metric]:
+    def _vrid_labels(self, views: list[VridView]) -> list[VridLabels]:
+        """Cached label sets per view; dropped with their VRID, rebuilt when routers or VIPs
+        left it (so churn of spoofed sources cannot grow the cache)."""
+        old, self._labels = self._labels, {}
+        out = []
+        for view in views:
+            cached = old.get(view.key)
+            if cached is None or len(cached.routers) > len(view.routers):
+                cached = VridLabels(view.key)
+            self._labels[view.key] = cached
+            out.append(cached)
+        return out
+
+    def collect(self) -> Iterator[Family]:
         f = Families()
+        add = f.add
         local = self.local()
-        for view in self.model.snapshot(self.clock()):
-            base = vrid_labels(view.key)
-            f.add("vrrp_masters", base, len(view.masters))
-            for address in view.masters:
-                f.add("vrrp_master", {**base, "address": address}, 1)
-            f.add("vrrp_split_brain", base, int(view.split_brain))
-            f.add("vrrp_split_brain_events", base, view.split_brain_events)
-            f.add("vrrp_master_transitions", base, view.transitions)
+        expected = local.expected
+        # Rows appended straight to the hot families' lists: one scrape of a large site adds
+        # tens of thousands of them, and a method call each would cost most of the scrape.
+        masters_, master, split, split_events, transitions, last_transition, mismatch = (
+            f.appender(name)
+            for name in (
+                "vrrp_masters",
+                "vrrp_master",
+                "vrrp_split_brain",
+                "vrrp_split_brain_events",
+                "vrrp_master_transitions",
+                "vrrp_last_transition_timestamp_seconds",
+                "vrrp_config_mismatch",
+            )
+        )
+        priority, adverts, interval, last_seen, resignations, is_master, is_expected = (
+            f.appender(name)
+            for name in (
+                "vrrp_router_priority",
+                "vrrp_router_advertisements",
+                "vrrp_router_advert_interval_seconds",
+                "vrrp_router_last_advert_timestamp_seconds",
+                "vrrp_router_resignations",
+                "vrrp_router_master",
+                "vrrp_router_expected",
+            )
+        )
+        views = self.model.snapshot(self.clock(), shared=True)
+        for view, cache in zip(views, self._vrid_labels(views), strict=True):
+            base = cache.base
+            masters = view.masters
+            masters_((base, len(masters)))
+            for address in masters:
+                master((cache.router(address), 1))
+            split((base, view.split_brain))
+            split_events((base, view.split_brain_events))
+            transitions((base, view.transitions))
             if view.last_transition is not None:
-                f.add("vrrp_last_transition_timestamp_seconds", base, view.last_transition)
-            for name in MISMATCH_FIELDS:
-                f.add("vrrp_config_mismatch", {**base, "field": name}, int(name in view.mismatches))
+                last_transition((base, view.last_transition))
+            for name, labels in cache.fields.items():
+                mismatch((labels, name in view.mismatches))
             for r in view.routers:
-                labels = {**base, "address": r.address}
-                f.add("vrrp_router_priority", labels, r.priority)
-                f.add("vrrp_router_advertisements", labels, r.adverts)
-                f.add("vrrp_router_advert_interval_seconds", labels, r.interval)
-                f.add("vrrp_router_last_advert_timestamp_seconds", labels, r.last_seen)
-                f.add("vrrp_router_resignations", labels, r.resignations)
-                f.add("vrrp_router_master", labels, int(r.address in view.masters))
-                if local.expected:
-                    f.add("vrrp_router_expected", labels, int(r.address in local.expected))
+                labels = cache.router(r.address)
+                priority((labels, r.priority))
+                adverts((labels, r.adverts))
+                interval((labels, r.interval))
+                last_seen((labels, r.last_seen))
+                resignations((labels, r.resignations))
+                is_master((labels, r.address in masters))
+                if expected:
+                    is_expected((labels, r.address in expected))
             held = local.addresses.get(view.key.segment.netns)
             if held is not None:
                 own = ownership(view, held)
+                if len(cache.vips) > len(own.vips):
+                    cache.vips.clear()
                 for vip, here in own.vips.items():
-                    f.add("vrrp_local_vip", {**base, "vip": vip}, int(here))
-                f.add("vrrp_local_master", base, int(own.local_master))
-                f.add("vrrp_duplicate_vip", base, int(own.duplicate))
-                f.add("vrrp_orphan_vip", base, int(own.orphan))
+                    add("vrrp_local_vip", cache.vip(vip), here)
+                add("vrrp_local_master", base, own.local_master)
+                add("vrrp_duplicate_vip", base, own.duplicate)
+                add("vrrp_orphan_vip", base, own.orphan)
         for (segment, reason), count in self.model.rejects.items():
-            f.add(
-                "vrrp_packets_rejected", {**segment_labels(segment), "reason": reason.value}, count
-            )
+            add("vrrp_packets_rejected", segment_labels(segment).extend(reason=reason.value), count)
         for segment, count in self.model.untracked.items():
-            f.add("vrrp_untracked_advertisements", segment_labels(segment), count)
-        f.add("vrrp_tracked_routers", {}, self.model.router_count)
-        f.add("vrrp_tracked_routers_limit", {}, self.model.config.max_routers)
+            add("vrrp_untracked_advertisements", segment_labels(segment), count)
+        add("vrrp_tracked_routers", NO_LABELS, self.model.router_count)
+        add("vrrp_tracked_routers_limit", NO_LABELS, self.model.config.max_routers)
         for tap in self.capture.statistics() if self.capture else []:
             labels = segment_labels(tap.segment)
-            f.add("vrrp_capture_packets", labels, tap.packets)
-            f.add("vrrp_capture_kernel_drops", labels, tap.drops)
-            f.add("ka_exporter_capture_up", labels, 1)
+            add("vrrp_capture_packets", labels, tap.packets)
+            add("vrrp_capture_kernel_drops", labels, tap.drops)
+            add("ka_exporter_capture_up", labels, 1)
         for segment in self.capture.failed if self.capture else ():
-            f.add("ka_exporter_capture_up", segment_labels(segment), 0)
+            add("ka_exporter_capture_up", segment_labels(segment), 0)
         for netns, up in local.netlink_up.items():
-            f.add("ka_exporter_netlink_up", {"netns": netns} if netns else {}, int(up))
-        f.add("ka_exporter_build", {"version": __version__, "python": platform.python_version()}, 1)
+            add("ka_exporter_netlink_up", LabelSet({"netns": netns} if netns else {}), up)
+        build = LabelSet({"version": __version__, "python": platform.python_version()})
+        add("ka_exporter_build", build, 1)
         yield from f

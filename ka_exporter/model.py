@@ -215,7 +215,9 @@ class Model:
 
     # --- output ------------------------------------------------------------------------------
 
-    def snapshot(self, now: float) -> list[VridView]:
+    def snapshot(self, now: float, *, shared: bool = False) -> list[VridView]:
+        """shared: the views hold the model's own routers, not copies; for a reader done before
+        the model next changes, such as a scrape rendered on the event loop."""
         self.advance(now)
         return [
             VridView(
@@ -227,7 +229,7 @@ class Model:
                 v.transitions,
                 v.last_transition,
                 v.mismatches,
-                tuple(copy.copy(r) for r in v.routers.values()),
+                tuple(v.routers.values() if shared else map(copy.copy, v.routers.values())),
             )
             for v in self.vrids.values()
         ]

@@ -8,6 +8,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from ka_exporter.exposition import CONTENT_TYPE, generate
+
 SHUTDOWN_SECONDS = 0.3  # SIGTERM must end the process within a second
 
 
@@ -27,8 +29,15 @@ def make_app(
     telemetry_path: str,
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        # Prometheus lists the text format among the ones it accepts, so it gets the fast one.
+        accept = request.headers.get("Accept", "")
+        if "text/plain" in accept or "openmetrics" not in accept:
+            response = web.Response(body=generate(registry), headers={"Content-Type": CONTENT_TYPE})
+        else:
+            encoder, content_type = choose_encoder(accept)
+            response = web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        response.enable_compression()  # when the scraper accepts gzip; off the loop if large
+        return response
 
     async def status(_: web.Request) -> web.Response:
         return web.Response(text=status_page(), content_type="text/html")

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.process_collector import ProcessCollector
+
+from ka_exporter import web
+from ka_exporter.exposition import Family, LabelSet, generate
+from ka_exporter.metrics import ExporterCollector, LocalState
+from ka_exporter.model import Model
+from ka_exporter.pcap import read
+from tests.notify_servers import free_port
+from tests.states import DATA, SEGMENT, model_at
+
+NODE2 = LocalState({"": frozenset({"192.0.2.12", "192.0.2.51"})}, {"": True})
+ALLOW_11 = LocalState(NODE2.addresses, NODE2.netlink_up, frozenset({"192.0.2.11"}))
+AWKWARD = ['say "hi"', "back\\slash", "two\nlines", 'all\\"\n', "plain", ""]
+
+
+def registry_of(model: Model, now: float, local: LocalState = NODE2) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
+    return registry
+
+
+def samples(text: bytes) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    ]
+
+
+@pytest.mark.parametrize("offset", [10.0, 90.5, 104.0, 120.0])
+@pytest.mark.parametrize("local", [NODE2, ALLOW_11, LocalState({}, {})])
+def test_same_text_as_prometheus_client(offset: float, local: LocalState) -> None:
+    registry = registry_of(*model_at("vrrp-all.pcap", offset), local)
+    fast, reference = generate(registry), generate_latest(registry)
+    assert samples(fast) == samples(reference)
+    assert fast == reference
+
+
+def test_cached_labels_follow_the_model() -> None:
+    """One collector through a whole capture (masters change, routers fall silent and expire),
+    against a fresh, cacheless one at every step; the cache holds only live VRIDs."""
+    model = Model()
+    collector = ExporterCollector(model, None, lambda: NODE2, lambda: now)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    with open(DATA / "vrrp-all.pcap", "rb") as stream:
+        packets = list(read(stream))
+    start, checked = packets[0].time, 0
+    for packet in packets:
+        model.ingest(SEGMENT, packet.time, packet.frame, packet.linktype)
+        if packet.time - start > checked:
+            now = packet.time
+            assert generate(registry) == generate_latest(registry_of(model, now))
+            checked += 3
+    now = packets[-1].time + 3600  # everything silent and forgotten
+    assert generate(registry) == generate_latest(registry_of(model, now))
+    assert not model.vrids and not collector._labels
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_label_values_are_escaped(value: str) -> None:
+    family = Family("ka_test", 'Help with "quotes", a \\ and a\nnewline.', "gauge")
+    family.rows.append((LabelSet({"netns": value, "interface": "eth0"}), 1))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OneFamily(family))
+    text = generate(registry)
+    assert text == generate_latest(registry)
+    assert samples(text) == [("ka_test", {"netns": value, "interface": "eth0"}, 1.0)]
+    if shutil.which("promtool"):
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
+        )
+        assert check.returncode == 0, check.stderr
+
+
+class OneFamily:
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    def collect(self) -> list[Family]:
+        return [self.family]
+
+
+@pytest.mark.parametrize(
+    "value", [0, 1, True, 255, 256, 0.5, 1e6, 1767225600.123, 2.5e21, float("inf"), float("nan")]
+)
+def test_values_formatted_as_prometheus_client_does(value: float) -> None:
+    family = Family("ka_test", "Values.", "counter")
+    family.rows.append((LabelSet({}), value))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OneFamily(family))
+    assert generate(registry) == generate_latest(registry)
+
+
+def test_other_collectors_rendered_in_registry_order() -> None:
+    """Process metrics and other collectors of the registry keep working, in their place."""
+    model, now = model_at("vrrp-all.pcap", 90.5)
+    registry = CollectorRegistry(auto_describe=False)
+    Gauge("ka_first", "Before.", ["x"], registry=registry).labels('a"b').set(2)
+    registry.register(ExporterCollector(model, None, lambda: NODE2, lambda: now))
+    Counter("ka_last", "After.", registry=registry).inc()
+    registry.register(ProcessCollector(registry=None))
+    names = [f.name for f in text_string_to_metric_families(generate(registry).decode())]
+    assert names[0] == "ka_first" and "vrrp_split_brain" in names
+    assert names.index("ka_last") > names.index("ka_exporter_build_info")
+    assert any(n.startswith("process_") for n in names[names.index("ka_last") :])
+
+
+def fetch(url: str, headers: dict[str, str]) -> tuple[str, str, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return (
+            response.headers["Content-Type"],
+            response.headers.get("Content-Encoding", ""),
+            response.read(),
+        )
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+    "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+def test_served_fast_and_gzipped() -> None:
+    registry = registry_of(*model_at("vrrp-all.pcap", 90.5))
+    reference = generate_latest(registry)
+
+    async def main() -> list[tuple[str, str, bytes]]:
+        app = web.make_app(registry, str, lambda: True, "/metrics")
+        port = free_port()
+        runner = await web.serve(app, "127.0.0.1", port)
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            return [
+                await asyncio.to_thread(fetch, url, headers)
+                for headers in (
+                    {},
+                    {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"},
+                    {"Accept": "application/openmetrics-text; version=1.0.0"},
+                )
+            ]
+        finally:
+            await runner.cleanup()
+
+    plain, zipped, openmetrics = asyncio.run(main())
+    assert plain == ("text/plain; version=0.0.4; charset=utf-8", "", reference)
+    assert zipped[:2] == ("text/plain; version=0.0.4; charset=utf-8", "gzip")
+    assert gzip.decompress(zipped[2]) == reference
+    assert openmetrics[0].startswith("application/openmetrics-text")
+    assert openmetrics[2].endswith(b"# EOF\n")
