@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from ka_exporter import analyze, daemon, pcap, web
+from ka_exporter import analyze, daemon, pcap, web, webconfig
 from ka_exporter.model import ModelConfig
 from ka_exporter.notify import config as notify_config
 from ka_exporter.notify.peers import metrics_url
@@ -196,6 +196,11 @@ def exporter_main(argv: Sequence[str]) -> int:
         help="path of the metrics",
     )
     parser.flag(
+        "web.config.file",
+        type=webconfig.from_flag,
+        help="TLS and basic auth from this exporter-toolkit web config file (re-read on change)",
+    )
+    parser.flag(
         "interface",
         action="append",
         help="capture only interfaces matching this glob (repeatable; NETNS/NAME for "
@@ -241,6 +246,7 @@ def exporter_main(argv: Sequence[str]) -> int:
     settings = daemon.Settings(
         listen=getattr(args, "web.listen_address"),
         telemetry_path=getattr(args, "web.telemetry_path"),
+        web_config=getattr(args, "web.config.file"),
         interfaces=tuple(args.interface),
         netns=tuple(args.netns),
         model=model_config(parser, args),

@@ -29,6 +29,7 @@ from ka_exporter.notify.config import Config as NotifyConfig
 from ka_exporter.notify.exporter import Alerting
 from ka_exporter.notify.peers import PeerState, PeerWatch, local_claims
 from ka_exporter.notify.spool import SpoolError
+from ka_exporter.webconfig import Live, WebConfig
 
 log = logging.getLogger("ka_exporter")
 
@@ -44,6 +45,7 @@ class StartupError(Exception):
 class Settings:
     listen: tuple[str | None, int] = (None, 9743)
     telemetry_path: str = "/metrics"
+    web_config: WebConfig | None = None  # TLS and basic auth
     interfaces: tuple[str, ...] = ()  # globs on the name, or on "netns/name"
     netns: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -139,7 +141,8 @@ class Daemon:
         )
         host, port = self.settings.listen
         try:
-            self._runner = await web.serve(app, host, port)
+            live = Live(self.settings.web_config) if self.settings.web_config else None
+            self._runner = await web.serve(app, host, port, live)
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartupError(f"cannot listen on {host or ''}:{port}: {reason}") from None

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ka_exporter.exposition import CONTENT_TYPE, generate
+from ka_exporter.webconfig import Live
 
 SHUTDOWN_SECONDS = 0.3  # SIGTERM must end the process within a second
 
@@ -58,12 +59,20 @@ def make_app(
     return app
 
 
-async def serve(app: web.Application, host: str | None, port: int) -> web.AppRunner:
-    """Starts listening; raises OSError (e.g. address in use) before anything is served."""
+async def serve(
+    app: web.Application, host: str | None, port: int, live: Live | None = None
+) -> web.AppRunner:
+    """Starts listening; raises OSError (e.g. address in use) before anything is served.
+
+    With a web config, every path is behind its TLS and basic auth, as in exporter-toolkit.
+    """
+    if live is not None:
+        app.middlewares.append(live.middleware)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        ssl_context = live.ssl_context() if live is not None else None
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError:
         await runner.cleanup()
         raise

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ka_exporter import web
+from ka_exporter import web, webconfig
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Source
 from ka_exporter.notify.cli import PROG, Parser, config_flag, fail, load_config, try_drain_lock
@@ -22,6 +22,7 @@ from ka_exporter.notify.intake import flush, record
 from ka_exporter.notify.metrics import NotifyMetrics
 from ka_exporter.notify.spool import Spool, SpoolError
 from ka_exporter.notify.worker import Worker
+from ka_exporter.webconfig import Live, WebConfig
 
 log = logging.getLogger("ka_notify")
 
@@ -64,7 +65,12 @@ class Feed:
             await asyncio.sleep(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
 
 
-async def run(config: Config, fifo: Path | None, listen: tuple[str | None, int]) -> None:
+async def run(
+    config: Config,
+    fifo: Path | None,
+    listen: tuple[str | None, int],
+    web_config: WebConfig | None = None,
+) -> None:
     spool = Spool.open(config.state_dir)
     metrics = NotifyMetrics(spool)
     worker = Worker(spool, make_sinks(config))
@@ -74,7 +80,7 @@ async def run(config: Config, fifo: Path | None, listen: tuple[str | None, int])
     spool.release_leases()
     app = web.make_app(metrics.registry, lambda: "ka-notify\n", lambda: True, "/metrics")
     host, port = listen
-    runner = await web.serve(app, host, port)
+    runner = await web.serve(app, host, port, Live(web_config) if web_config else None)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +125,12 @@ def daemon_main(argv: Sequence[str]) -> int:
         help="host:port for /metrics (default :9744)",
     )
     parser.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        type=webconfig.from_flag,
+        help="TLS and basic auth from this exporter-toolkit web config file (re-read on change)",
+    )
+    parser.add_argument(
         "--log.level", dest="level", choices=("debug", "info", "warning", "error"), default="info"
     )
     args = parser.parse_args(argv)
@@ -127,7 +139,7 @@ def daemon_main(argv: Sequence[str]) -> int:
     )
     config = load_config(parser, args.config, check_sinks=True)
     try:
-        asyncio.run(run(config, args.fifo, args.listen))
+        asyncio.run(run(config, args.fifo, args.listen, args.web_config))
     except SpoolError as exc:
         fail(parser.prog, exc)
     except (FifoError, OSError) as exc:
