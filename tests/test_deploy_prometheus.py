@@ -1,0 +1,349 @@
+"""The Prometheus rules, the scrape fragment and the Alertmanager config of deploy/.
+
+Checked with the tools that load them (promtool, amtool), the rules against their own unit tests
+(deploy/prometheus/rules_test.yml), and end to end: a real Prometheus evaluating the shipped
+rules over real exporters watching a real keepalived pair, and a real Alertmanager applying the
+shipped routing and inhibit rules to what Prometheus sends it, during a partition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab import Flavour, Instance, wait_for
+from lab import prometheus as prom
+from tests.lab_fixtures import MakeLab
+from tests.notify_servers import alertmanager, free_port
+from tests.running import process, ready
+
+ROOT = Path(__file__).parents[1]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+RULES = PROMETHEUS / "rules.yml"
+RULES_TEST = PROMETHEUS / "rules_test.yml"
+SCRAPE = PROMETHEUS / "scrape.yml"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+BIN = Path(sys.executable).parent
+CLUSTER = "lab-a"
+SERIES = re.compile(r"^(\w+)\{(.*)\}$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs promtool or amtool; skips the test if it is not installed."""
+    if shutil.which(name) is None:
+        pytest.skip(f"not installed: {name}")
+    return subprocess.run([name, *args], capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load(RULES)["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+# -- the files as their tools load them ----------------------------------------------------------
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = tool("promtool", "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_pass_their_unit_tests() -> None:
+    result = tool("promtool", "test", "rules", RULES_TEST.name, cwd=PROMETHEUS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_a_prometheus_yml_built_from_the_fragment_passes_promtool(tmp_path: Path) -> None:
+    fragment = load(SCRAPE)
+    jobs = {job["job_name"]: job for job in fragment["scrape_configs"]}
+    assert set(jobs) == {"ka-exporter", "ka-notify"}
+    for name, port in (("ka-exporter", 9743), ("ka-notify", 9744)):
+        statics = jobs[name]["static_configs"]
+        assert len(statics) == 2 and {s["labels"]["cluster"] for s in statics} == {"lb1", "lb2"}
+        assert all(t.endswith(f":{port}") for s in statics for t in s["targets"])
+    config = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [str(RULES)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["localhost:9093"]}]}]},
+        **fragment,
+    }
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = tool("promtool", "check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "15 rules found" in result.stdout  # the rule file was loaded with it
+
+
+def test_amtool_checks_the_alertmanager_config() -> None:
+    result = tool("amtool", "check-config", str(ALERTMANAGER))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=VRRPSplitBrain", "severity=critical", "cluster=lb1", "vrid=51"], "page"),
+        (["alertname=VRRPConfigMismatch", "severity=warning", "cluster=lb1"], "ticket"),
+        (["alertname=KaNotifyQueueStuck", "severity=warning"], "ticket"),
+        (["alertname=KeepalivedStateChange", "severity=info"], "discard"),
+        (["alertname=SomethingElse"], "ticket"),
+    ],
+)
+def test_alerts_route_by_severity(labels: list[str], receiver: str) -> None:
+    result = tool("amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER}",
+                  f"--verify.receivers={receiver}", *labels)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_routes_somewhere_with_a_known_severity() -> None:
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+
+
+def test_alertmanager_secrets_are_read_from_files() -> None:
+    """No password, token or key inline: only their `*_file` options."""
+    secret = re.compile(r"(password|credentials|token|secret|api_key|key)$")
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                assert not secret.search(str(key)), f"{path}.{key} is inline"
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    config = load(ALERTMANAGER)
+    walk(config, "")
+    assert config["global"]["smtp_auth_password_file"].startswith("/")
+    assert config["route"]["group_by"] == ["alertname", "cluster", "vrid"]
+
+
+# -- the rules' own contract --------------------------------------------------------------------
+
+
+def slug(heading: str) -> str:
+    """The anchor a Markdown renderer gives a heading (GitHub's rule)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_has_a_runbook_section_and_every_link_resolves() -> None:
+    anchors = {
+        slug(line.lstrip("#")) for line in RUNBOOK.read_text().splitlines() if line.startswith("#")
+    }
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url.split("#")[0].endswith("docs/runbook.md"), rule["alert"]
+        anchor = url.split("#")[1]
+        assert anchor == slug(rule["alert"]), rule["alert"]
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in runbook.md"
+        assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+
+
+def series(text: str) -> tuple[str, dict[str, str]]:
+    match = SERIES.match(text)
+    assert match, text
+    return match[1], dict(LABEL.findall(match[2]))
+
+
+def quiet_look_alike(group: dict[str, Any], rule: dict[str, Any], fired: list[Any]) -> bool:
+    """Whether the group feeds the alert's expression a series that does not come out as one
+    of the alerts it expects: a case where the rule must stay quiet."""
+    expected = [{k: v for k, v in e["exp_labels"].items() if k != "severity"} for e in fired]
+    for given in group["input_series"]:
+        name, labels = series(given["series"])
+        if not re.search(rf"\b{name}\b", rule["expr"]):
+            continue
+        if not any(all(labels.get(k, v) == v for k, v in e.items()) for e in expected):
+            return True
+    return False
+
+
+def test_every_alert_is_tested_firing_and_staying_quiet() -> None:
+    groups = load(RULES_TEST)["tests"]
+    for rule in alert_rules():
+        cases = [
+            (group, case)
+            for group in groups
+            for case in group.get("alert_rule_test", [])
+            if case["alertname"] == rule["alert"]
+        ]
+        fired = [(group, case["exp_alerts"]) for group, case in cases if case["exp_alerts"]]
+        assert fired, f"{rule['alert']} is never tested firing"
+        quiet = any(not case["exp_alerts"] for _, case in cases) or any(
+            quiet_look_alike(group, rule, alerts) for group, alerts in fired
+        )
+        assert quiet, f"{rule['alert']} is never tested staying quiet"
+
+
+# -- end to end: a partition, through Prometheus and Alertmanager -------------------------------
+
+
+def fast_rules(directory: Path, hold: str = "2s") -> Path:
+    """rules.yml with every `for` cut to `hold`, so alerts fire within a short lab run; the
+    expressions are the shipped ones."""
+    rules = load(RULES)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = hold
+    path = directory / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def reconfigure(prometheus: prom.Prometheus, change: Callable[[dict[str, Any]], None]) -> None:
+    """Edits the runner's config (it writes no target labels and no Alertmanager) and reloads
+    it (it runs with --web.enable-lifecycle)."""
+    assert prometheus._dir is not None
+    path = Path(prometheus._dir.name) / "prometheus.yml"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+    post(f"http://127.0.0.1:{prometheus.port}/-/reload")
+
+
+def post(url: str) -> None:
+    request = urllib.request.Request(url, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def shipped_routing(am_url: str, directory: Path) -> None:
+    """Loads deploy/alertmanager's routes and inhibit rules into the running Alertmanager, with
+    receivers that send nowhere (the test reads the outcome from its API)."""
+    config = load(ALERTMANAGER)
+    del config["global"]  # only the receivers' mail settings
+    config["receivers"] = [{"name": receiver["name"]} for receiver in config["receivers"]]
+    (directory / "am.yml").write_text(yaml.safe_dump(config))
+    post(f"{am_url}/-/reload")
+    assert "VRRPClusterSplitBrain" in get(f"{am_url}/api/v2/status")["config"]["original"]
+
+
+def firing(prometheus: prom.Prometheus, alertname: str) -> list[dict[str, str]]:
+    query = f'ALERTS{{alertname="{alertname}", alertstate="firing", cluster="{CLUSTER}"}}'
+    return [r["metric"] for r in prometheus.query(query)]
+
+
+def am_alerts(am_url: str) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for alert in get(f"{am_url}/api/v2/alerts"):
+        found.setdefault(alert["labels"]["alertname"], []).append(alert)
+    return found
+
+
+@pytest.mark.lab
+def test_partition_fires_cluster_split_brain_and_alertmanager_inhibits_it(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    absent = [t for t in ("prometheus", "prometheus-alertmanager") if not shutil.which(t)]
+    if absent:
+        pytest.skip(f"not installed: {', '.join(absent)}")
+    lab = make_lab([Instance(51, Flavour.V3, advert_int=0.5)])  # node 1 150, node 2 100
+    with contextlib.ExitStack() as stack:
+        ports: dict[int | str, int] = {}
+        watchers: list[int | str] = ["mon", *lab.nodes]
+        for who in watchers:
+            ns, port = lab.ns(who), free_port()
+            argv = [str(BIN / "ka-exporter"), "--web.listen-address", f"127.0.0.1:{port}",
+                    "--netns", ns, "--interface", f"{ns}/eth0"]  # fmt: skip
+            stack.enter_context(process(argv, tmp_path / f"exporter-{who}.log"))
+            ports[who] = port
+        am_dir = tmp_path / "alertmanager"
+        am_dir.mkdir()
+        am_url = stack.enter_context(alertmanager(am_dir))
+        shipped_routing(am_url, am_dir)
+        prometheus = stack.enter_context(
+            prom.Prometheus(
+                {"ka-exporter": [f"127.0.0.1:{p}" for p in ports.values()]},
+                port=free_port(),
+                rule_files=[fast_rules(tmp_path)],
+            )
+        )
+
+        def cluster_and_alertmanager(config: dict[str, Any]) -> None:
+            for static in config["scrape_configs"][0]["static_configs"]:
+                static["labels"] = {"cluster": CLUSTER}
+            target = am_url.removeprefix("http://")
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
+
+        reconfigure(prometheus, cluster_and_alertmanager)
+        for port in ports.values():
+            wait_for(functools.partial(ready, port), 20, what=f"exporter on port {port}")
+        lab.start_all()
+        wait_for(lambda: lab.master_of(51) == 1, 15, what="node 1 master of VRID 51")
+
+        # converged: one host claims the VRID, and nothing of the pair fires
+        claims = 'cluster_vrid:vrrp_local_master:sum{vrid="51"}'
+        wait_for(
+            lambda: (
+                [r["value"][1] for r in prometheus.query(claims)] == ["1"]
+                and len(prometheus.query(f'vrrp_local_master{{cluster="{CLUSTER}"}}')) == 3
+            ),
+            20,
+            what="Prometheus to record one claim from the scraped nodes and monitor",
+        )
+        assert prometheus.query(f'ALERTS{{cluster="{CLUSTER}"}}') == []
+
+        # partition: each node hears only itself and claims the VRID; the monitor hears both
+        lab.partition()
+        wait_for(
+            lambda: (
+                firing(prometheus, "VRRPClusterSplitBrain") and firing(prometheus, "VRRPSplitBrain")
+            ),
+            30,
+            what="split-brain alerts to fire in Prometheus",
+        )
+        (cluster_wide,) = firing(prometheus, "VRRPClusterSplitBrain")
+        assert (cluster_wide["family"], cluster_wide["vrid"]) == ("ipv4", "51")
+        assert cluster_wide["severity"] == "critical"
+        (sniffed,) = firing(prometheus, "VRRPSplitBrain")
+        assert sniffed["instance"] == f"127.0.0.1:{ports['mon']}"
+
+        # Alertmanager: the sniffer's alert is active, the cluster-wide one inhibited by it
+        def inhibited() -> bool:
+            alerts = am_alerts(am_url)
+            sniffer = alerts.get("VRRPSplitBrain", [])
+            cluster = alerts.get("VRRPClusterSplitBrain", [])
+            return (
+                len(sniffer) == 1
+                and sniffer[0]["status"]["state"] == "active"
+                and len(cluster) == 1
+                and cluster[0]["status"]["state"] == "suppressed"
+                and cluster[0]["status"]["inhibitedBy"] == [sniffer[0]["fingerprint"]]
+            )
+
+        wait_for(inhibited, 20, what="Alertmanager to inhibit the cluster-wide alert")
+        cluster = am_alerts(am_url)["VRRPClusterSplitBrain"][0]
+        assert cluster["receivers"] == [{"name": "page"}]
+        assert cluster["annotations"]["runbook_url"].endswith("#vrrpclustersplitbrain")
+
+        lab.heal()
+        wait_for(
+            lambda: not firing(prometheus, "VRRPClusterSplitBrain"),
+            20,
+            what="the cluster split-brain to resolve after the heal",
+        )
