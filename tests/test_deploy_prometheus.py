@@ -89,7 +89,8 @@ def test_a_prometheus_yml_built_from_the_fragment_passes_promtool(tmp_path: Path
     path.write_text(yaml.safe_dump(config))
     result = tool("promtool", "check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "15 rules found" in result.stdout  # the rule file was loaded with it
+    rules = sum(len(group["rules"]) for group in load(RULES)["groups"])
+    assert f"{rules} rules found" in result.stdout  # the rule file was loaded with it
 
 
 def test_amtool_checks_the_alertmanager_config() -> None:
@@ -135,6 +136,65 @@ def test_alertmanager_secrets_are_read_from_files() -> None:
     walk(config, "")
     assert config["global"]["smtp_auth_password_file"].startswith("/")
     assert config["route"]["group_by"] == ["alertname", "cluster", "vrid"]
+
+
+# Each inhibit rule of the shipped config, as (alert, labels): a source, the targets it must mute
+# and look-alikes that differ in one label of the rule's `equal` and must stay active.
+INHIBITIONS = [
+    (
+        ("KaExporterDown", {"instance": "a:9743"}),
+        [("VRRPNoMaster", {"instance": "a:9743", "vrid": "51"}),
+         ("VRRPCaptureDropping", {"instance": "a:9743", "interface": "eth0"})],
+        [("VRRPNoMaster", {"instance": "b:9743", "vrid": "51"})],
+    ),
+    (
+        ("VRRPSplitBrain", {"instance": "mon:9743", "family": "ipv4", "vrid": "51"}),
+        [("VRRPClusterSplitBrain", {"family": "ipv4", "vrid": "51"}),
+         ("VRRPDuplicateVIP", {"instance": "a:9743", "family": "ipv4", "vrid": "51"})],
+        [("VRRPClusterSplitBrain", {"family": "ipv4", "vrid": "52"})],
+    ),
+    (
+        ("VRRPClusterSplitBrain", {"family": "ipv6", "vrid": "53"}),
+        [("VRRPDuplicateVIP", {"instance": "a:9743", "family": "ipv6", "vrid": "53"})],
+        [("VRRPDuplicateVIP", {"instance": "a:9743", "family": "ipv4", "vrid": "53"})],
+    ),
+    (
+        ("KaNotifyDeliveryFailing", {"instance": "a:9744", "sink": "ops"}),
+        [("KaNotifyQueueStuck", {"instance": "a:9744"})],
+        [("KaNotifyQueueStuck", {"instance": "b:9744"})],
+    ),
+]  # fmt: skip
+
+
+def test_alertmanager_inhibits_what_the_config_says(tmp_path: Path) -> None:
+    """Real Alertmanager, the shipped inhibit rules, alerts posted as Prometheus would."""
+    if shutil.which("prometheus-alertmanager") is None:
+        pytest.skip("not installed: prometheus-alertmanager")
+
+    def key(name: str, labels: dict[str, str]) -> tuple[str, frozenset[tuple[str, str]]]:
+        return name, frozenset((k, v) for k, v in labels.items() if k != "cluster")
+
+    cases = [
+        case for source, targets, others in INHIBITIONS for case in (source, *targets, *others)
+    ]
+    posted = [{"labels": {"alertname": name, "cluster": "lb1", **labels}} for name, labels in cases]
+    muted = {key(name, labels) for _, targets, _ in INHIBITIONS for name, labels in targets}
+    with alertmanager(tmp_path) as url:
+        shipped_routing(url, tmp_path)
+        post(f"{url}/api/v2/alerts", posted)
+
+        def states() -> dict[tuple[str, frozenset[tuple[str, str]]], str] | None:
+            """Each alert's state, once every alert is in and the inhibitions have applied."""
+            found = {
+                key(a["labels"].pop("alertname"), a["labels"]): a["status"]["state"]
+                for a in get(f"{url}/api/v2/alerts")
+            }
+            suppressed = sum(state == "suppressed" for state in found.values())
+            return found if len(found) == len(cases) and suppressed >= len(muted) else None
+
+        found = wait_for(states, 10, what="the inhibitions to apply")
+    assert {alert for alert, state in found.items() if state == "suppressed"} == muted
+    assert {state for alert, state in found.items() if alert not in muted} == {"active"}
 
 
 # -- the rules' own contract --------------------------------------------------------------------
@@ -221,8 +281,10 @@ def reconfigure(prometheus: prom.Prometheus, change: Callable[[dict[str, Any]], 
     post(f"http://127.0.0.1:{prometheus.port}/-/reload")
 
 
-def post(url: str) -> None:
-    request = urllib.request.Request(url, method="POST")
+def post(url: str, body: Any = None) -> None:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
 
