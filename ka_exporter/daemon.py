@@ -19,7 +19,7 @@ from aiohttp.web import AppRunner
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from ka_exporter import __version__, status, web
+from ka_exporter import __version__, privilege, status, web
 from ka_exporter.capture import Capture, CaptureError, PrivilegeError, check_privilege
 from ka_exporter.metrics import ExporterCollector, LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
@@ -122,7 +122,10 @@ class Daemon:
         )
 
     async def start(self) -> None:
-        """Checks what can be checked before touching anything, then listens, then captures."""
+        """Checks what can be checked before touching anything, then listens, then captures,
+        then lets go of the capabilities it no longer needs."""
+        loop = asyncio.get_running_loop()
+        pool = privilege.own_pool(loop)
         try:
             check_privilege()
             for netns in self.settings.netns:
@@ -149,6 +152,10 @@ class Daemon:
         for watcher in self.watchers.values():
             await watcher.start()
         self._check_interfaces()
+        try:
+            privilege.drop_with_pool(loop, pool, privilege.needed(bool(self.settings.netns)))
+        except privilege.PrivilegeDropError as exc:
+            raise StartupError(f"cannot drop capabilities: {exc}") from None
         self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
         self._tasks.append(asyncio.create_task(self._tick()))
         if self.alerting is not None:
@@ -157,7 +164,6 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.peers.run()))
         # Not loop.add_signal_handler: its wakeup fd is inherited by the children pyroute2 forks
         # to open sockets in other namespaces, and their SIGTERM would stop us.
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.stopping.set))
         self.started = True
