@@ -8,7 +8,7 @@ the event loop and never blocks.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.registry import Collector
@@ -119,6 +119,9 @@ class Families:
     def appender(self, name: str) -> Callable[[tuple[LabelSet, float]], None]:
         return self._families[name].rows.append
 
+    def extender(self, name: str) -> Callable[[Iterable[tuple[LabelSet, float]]], None]:
+        return self._families[name].rows.extend
+
     def __iter__(self) -> Iterator[Family]:
         return iter(self._families.values())
 
@@ -133,11 +136,12 @@ def segment_labels(segment: Segment) -> LabelSet:
 class VridLabels:
     """The label sets of one VRID's series, kept across scrapes while its routers stay."""
 
-    __slots__ = ("base", "fields", "routers", "vips")
+    __slots__ = ("agreed", "base", "fields", "routers", "vips")
 
     def __init__(self, key: VridKey) -> None:
         self.base = segment_labels(key.segment).extend(family=key.family, vrid=str(key.vrid))
         self.fields = {name: self.base.extend(field=name) for name in MISMATCH_FIELDS}
+        self.agreed = [(labels, 0) for labels in self.fields.values()]  # the usual rows
         self.routers: dict[str, LabelSet] = {}
         self.vips: dict[str, LabelSet] = {}
 
@@ -188,6 +192,7 @@ class ExporterCollector(Collector):
         expected = local.expected
         # Rows appended straight to the hot families' lists: one scrape of a large site adds
         # tens of thousands of them, and a method call each would cost most of the scrape.
+        agreed = f.extender("vrrp_config_mismatch")
         masters_, master, split, split_events, transitions, last_transition, mismatch = (
             f.appender(name)
             for name in (
@@ -224,10 +229,14 @@ class ExporterCollector(Collector):
             transitions((base, view.transitions))
             if view.last_transition is not None:
                 last_transition((base, view.last_transition))
-            for name, labels in cache.fields.items():
-                mismatch((labels, name in view.mismatches))
+            if view.mismatches:
+                for name, labels in cache.fields.items():
+                    mismatch((labels, name in view.mismatches))
+            else:
+                agreed(cache.agreed)
+            routers = cache.routers
             for r in view.routers:
-                labels = cache.router(r.address)
+                labels = routers.get(r.address) or cache.router(r.address)
                 priority((labels, r.priority))
                 adverts((labels, r.adverts))
                 interval((labels, r.interval))

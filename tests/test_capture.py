@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -10,6 +11,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ka_exporter import capture
 from ka_exporter.model import Model, Segment
+from lab import netns
 from tests import frames
 from tests.conftest import send
 
@@ -81,3 +83,70 @@ def test_own_outgoing_adverts_are_seen(wire: tuple[str, str]) -> None:
 def test_unknown_interface_is_a_clear_error(wire: tuple[str, str]) -> None:
     with pytest.raises(capture.CaptureError, match=r"cannot capture on nope0 in network namespace"):
         capture.open_socket("nope0", wire[0])
+
+
+async def held_loop(listen_ns: str, send_ns: str, payload: list[bytes]) -> tuple[Model, float, int]:
+    """Sends `payload` while holding the event loop, as a slow scrape would, and then 0.2 s
+    more; returns the model once the loop has caught up, the time sending ended, and the
+    wake-ups it took."""
+    model = Model()
+    cap = capture.Capture(model, asyncio.get_running_loop())
+    cap.open(Segment("eth0", listen_ns))
+    try:
+        send(send_ns, payload)
+        sent = time.time()
+        time.sleep(0.2)
+        for _ in range(250):
+            await asyncio.sleep(0.02)
+            (tap,) = cap.statistics()
+            if sum(r.adverts for v in model.vrids.values() for r in v.routers.values()) >= len(
+                payload
+            ):
+                break
+        assert (tap.packets, tap.drops) == (len(payload), 0)
+        return model, sent, tap.wakeups
+    finally:
+        cap.close_all()
+
+
+def test_a_burst_waits_in_the_ring_with_its_arrival_times(wire: tuple[str, str]) -> None:
+    """30,000 adverts, three times what the former 4 MiB socket buffer held, arrive while the
+    loop is busy: none is lost, they are read a block at a time, not one wake-up each, and are
+    stamped when they arrived, not when they were read."""
+    a, b = wire
+    before = time.time()
+    model, sent, wakeups = asyncio.run(held_loop(b, a, vrrp_frames() * 7_500))
+    routers = [r for v in model.vrids.values() for r in v.routers.values()]
+    assert sum(r.adverts for r in routers) == 30_000
+    assert all(before <= r.last_seen <= sent for r in routers)
+    assert wakeups <= 30_000 * 144 // capture.BLOCK_SIZE + 5
+
+
+def test_link_down_does_not_spin_the_loop(wire: tuple[str, str]) -> None:
+    """A link going down leaves an error on the socket; it is read once, not again and again,
+    and the capture resumes when the link comes back."""
+    a, b = wire
+
+    async def main() -> tuple[int, int]:
+        model = Model()
+        cap = capture.Capture(model, asyncio.get_running_loop())
+        cap.open(Segment("eth0", b))
+        try:
+            await asyncio.to_thread(netns.run, ["ip", "-n", b, "link", "set", "eth0", "down"])
+            await asyncio.sleep(0.3)
+            (tap,) = cap.statistics()
+            down = tap.wakeups
+            await asyncio.to_thread(netns.run, ["ip", "-n", b, "link", "set", "eth0", "up"])
+            await asyncio.sleep(0.2)  # the veth carrier back on both sides
+            await asyncio.to_thread(send, a, vrrp_frames())
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if len(model.vrids) == 4:
+                    break
+            return down, len(model.vrids)
+        finally:
+            cap.close_all()
+
+    down, vrids = asyncio.run(main())
+    assert down <= 3
+    assert vrids == 4
