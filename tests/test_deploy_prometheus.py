@@ -2,8 +2,8 @@
 
 Checked with the tools that load them (promtool, amtool), the rules against their own unit tests
 (deploy/prometheus/rules_test.yml), and end to end: a real Prometheus evaluating the shipped
-rules over real exporters watching a real keepalived pair, and a real Alertmanager applying the
-shipped routing and inhibit rules to what Prometheus sends it, during a partition.
+rules over real exporters watching a real keepalived pair through a partition and a crash, and
+a real Alertmanager applying the shipped routing and inhibit rules to what Prometheus sends it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -254,7 +255,7 @@ def test_every_alert_is_tested_firing_and_staying_quiet() -> None:
         assert quiet, f"{rule['alert']} is never tested staying quiet"
 
 
-# -- end to end: a partition, through Prometheus and Alertmanager -------------------------------
+# -- end to end: a partition and a crash, through Prometheus and Alertmanager ------------------
 
 
 def fast_rules(directory: Path, hold: str = "2s") -> Path:
@@ -318,7 +319,7 @@ def am_alerts(am_url: str) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.mark.lab
-def test_partition_fires_cluster_split_brain_and_alertmanager_inhibits_it(
+def test_partition_and_crash_fire_alerts_and_alertmanager_inhibits(
     make_lab: MakeLab, tmp_path: Path
 ) -> None:
     absent = [t for t in ("prometheus", "prometheus-alertmanager") if not shutil.which(t)]
@@ -403,9 +404,27 @@ def test_partition_fires_cluster_split_brain_and_alertmanager_inhibits_it(
         assert cluster["receivers"] == [{"name": "page"}]
         assert cluster["annotations"]["runbook_url"].endswith("#vrrpclustersplitbrain")
 
-        lab.heal()
+        lab.heal()  # node 2 hears node 1 again and backs off
         wait_for(
             lambda: not firing(prometheus, "VRRPClusterSplitBrain"),
             20,
             what="the cluster split-brain to resolve after the heal",
         )
+
+        # both nodes gone, the master by a crash that leaves its VIPs: no master, orphan VIPs
+        lab.kill(2)
+        lab.kill(1, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                len(firing(prometheus, "VRRPNoMaster")) == len(ports)
+                and firing(prometheus, "VRRPOrphanVIP")
+            ),
+            30,
+            what="no-master and orphan-VIP alerts to fire",
+        )
+        assert {a["instance"] for a in firing(prometheus, "VRRPNoMaster")} == {
+            f"127.0.0.1:{p}" for p in ports.values()
+        }
+        (orphan,) = firing(prometheus, "VRRPOrphanVIP")
+        assert orphan["instance"] == f"127.0.0.1:{ports[1]}"
+        assert not firing(prometheus, "KaExporterDown")
