@@ -115,7 +115,7 @@ def test_alerts_route_by_severity(labels: list[str], receiver: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_alert_routes_somewhere_with_a_known_severity() -> None:
+def test_every_alert_has_a_severity_the_routes_know() -> None:
     for rule in alert_rules():
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
 
