@@ -35,8 +35,7 @@ from tests.notify_servers import free_port
 from tests.running import process, ready
 
 EXPORTER = str(Path(sys.executable).with_name("ka-exporter"))
-LEGIT_VRID = 10
-LEGIT = ("198.51.100.1", "198.51.100.2")  # the flood never uses 198.51.100.0/24
+LEGIT = {"198.51.100.1": 10, "198.51.100.2": 11}  # masters of their VRIDs; the flood uses neither
 LEGIT_PERIOD = 0.1
 LEGIT_WATCH = 2.0  # seconds the legitimate counters are watched after the flood
 LEGIT_MAX_ROUNDS = 3000  # the legitimate sender's own bound: five minutes
@@ -44,10 +43,10 @@ SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
 
 
 def legit_frames() -> list[bytes]:
-    """VRID 10: a master at priority 200 and a backup at 100, both VRRPv3 over IPv4."""
+    """Each legitimate router the master of its own VRID (VRRPv3 over IPv4, priority 200)."""
     return [
-        bytes(frames.advert(3, src=src, vrid=LEGIT_VRID, priority=prio, addrlist=["198.51.100.10"]))
-        for src, prio in zip(LEGIT, (200, 100), strict=True)
+        bytes(frames.advert(3, src=src, vrid=vrid, priority=200, addrlist=[f"198.51.100.{vrid}"]))
+        for src, vrid in LEGIT.items()
     ]
 
 
@@ -57,13 +56,12 @@ def flood_frames(distinct: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     v4 = bytes(frames.advert(3, src="192.0.2.1", addrlist=["192.0.2.200"]))
     v6 = bytes(frames.advert(3, "ipv6", src="2001:db8:f::1", addrlist=["2001:db8:f::200"]))
-    v4_keys = rng.sample([(h, v) for h in range(1, 255) for v in range(1, 256)], distinct // 2)
+    vrids = [v for v in range(1, 256) if v not in LEGIT.values()]
+    v4_keys = rng.sample([(h, v) for h in range(1, 255) for v in vrids], distinct // 2)
     out = [_respoof(v4, f"192.0.2.{h}", vrid) for h, vrid in v4_keys]
     base = int(ipaddress.IPv6Address("2001:db8:f::"))
     v6_hosts = rng.sample(range(1, 1 << 32), distinct - len(out))
-    out += [
-        _respoof(v6, str(ipaddress.IPv6Address(base + h)), rng.randint(1, 255)) for h in v6_hosts
-    ]
+    out += [_respoof(v6, str(ipaddress.IPv6Address(base + h)), rng.choice(vrids)) for h in v6_hosts]
     return out
 
 
@@ -115,6 +113,7 @@ class Result:
     captured: float
     drops: float
     legit_adverts: dict[str, tuple[float, float]]  # address -> (caught up, LEGIT_WATCH later)
+    legit_transitions: dict[str, float]  # address -> master transitions of its VRID
 
     def lines(self) -> list[str]:
         return [
@@ -130,6 +129,10 @@ class Result:
             *(
                 f"legitimate {a}: {n0:.0f} adverts when caught up, {n1:.0f} {LEGIT_WATCH:.0f} s on"
                 for a, (n0, n1) in self.legit_adverts.items()
+            ),
+            *(
+                f"legitimate {a}: {n:.0f} master transitions of its VRID"
+                for a, n in self.legit_transitions.items()
             ),
         ]
 
@@ -214,6 +217,10 @@ def measure(
         captured=total(samples, "vrrp_capture_packets_total"),
         drops=total(samples, "vrrp_capture_kernel_drops_total"),
         legit_adverts={x: (after[x], later[x]) for x in LEGIT},
+        legit_transitions={
+            x: total(samples, "vrrp_master_transitions_total", f'vrid="{v}"', 'family="ipv4"')
+            for x, v in LEGIT.items()
+        },
     )
 
 
