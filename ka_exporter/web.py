@@ -68,6 +68,7 @@ async def serve(
     """
     if live is not None:
         app.middlewares.append(live.middleware)
+        app.cleanup_ctx.append(live.watching)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:

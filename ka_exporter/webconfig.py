@@ -1,9 +1,9 @@
 """TLS and basic auth for the HTTP endpoints, from a Prometheus exporter-toolkit web config file.
 
 The file format is the toolkit's, so one file serves this exporter and the Go ones alike. The
-file and the files it names are re-read when they change (checked at most once a second, on
-requests and on TLS handshakes): certificates rotate and users change without a restart. A file
-that turns bad at run time leaves the last good configuration in force, with one error logged.
+file and the files it names are re-read when they change (checked once a second): certificates
+rotate and users change without a restart. A file that turns bad at run time leaves the last
+good configuration in force, with one error logged.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-CHECK_SECONDS = 1.0  # stat the files at most this often
+CHECK_SECONDS = 1.0  # stat the files this often
 CACHE_SECONDS = 60.0  # a successful bcrypt check is trusted this long: bcrypt is slow on purpose
 CACHE_SIZE = 256
 REALM = 'Basic realm="ka-exporter", charset="UTF-8"'
@@ -215,8 +216,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Live:
     """The configuration in force, re-read when one of its files changes.
 
-    TLS works through one listening context whose SNI callback, called on every handshake
-    (with or without a server name), hands the connection the newest context.
+    The files are checked by a timer, not by the connection that would first use them: a
+    connection's TLS settings are fixed when it is accepted. TLS works through one listening
+    context that takes the new verify mode and minimum version, and whose SNI callback (called
+    on every handshake, with or without a server name) hands the connection the newest context
+    with its certificate and client CAs.
     """
 
     def __init__(self, config: WebConfig, clock: Callable[[], float] = time.monotonic) -> None:
@@ -225,7 +229,6 @@ class Live:
         self._context = config.tls.context() if config.tls else None
         self._front = self._context
         self._stamp = _stamp(config.files())
-        self._checked = clock()
         self._failed: tuple[object, ...] | None = None  # the stamp last reported as bad
         self._cache: dict[bytes, float] = {}
 
@@ -235,12 +238,22 @@ class Live:
             self._front.sni_callback = self._on_handshake
         return self._front
 
+    async def watching(self, _: web.Application) -> AsyncIterator[None]:
+        """For the app's cleanup_ctx: checks the files every CHECK_SECONDS while it serves."""
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(CHECK_SECONDS)
+                self.refresh()
+
+        task = asyncio.create_task(watch())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     def refresh(self) -> None:
-        """Re-reads the files if they changed; at most once per CHECK_SECONDS."""
-        now = self.clock()
-        if now - self._checked < CHECK_SECONDS:
-            return
-        self._checked = now
+        """Re-reads the files if they changed."""
         stamp = _stamp(self.config.files())
         if stamp in (self._stamp, self._failed):
             return
@@ -254,7 +267,7 @@ class Live:
             log.error("web config not reloaded, the last good one stays in force: %s", exc)
             return
         self.config, self._context, self._failed = config, context, None
-        if self._front is not None and context is not None:  # taken from it before the callback
+        if self._front is not None and context is not None:  # copied into each new connection
             self._front.verify_mode = context.verify_mode
             self._front.minimum_version = context.minimum_version
         self._stamp = _stamp(config.files())
@@ -262,14 +275,12 @@ class Live:
         log.info("web config reloaded from %s", config.path)
 
     def _on_handshake(self, sock: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
-        self.refresh()
         if self._context is not None:
             sock.context = self._context
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every path, health endpoints included, is behind basic auth when users are set."""
-        self.refresh()
         if self.config.users and not await self._authorized(request.headers.get("Authorization")):
             return web.Response(
                 status=401, text="Unauthorized\n", headers={"WWW-Authenticate": REALM}

@@ -160,24 +160,17 @@ def test_relative_paths_are_the_files_and_empty_file_is_plain_http(tmp_path: Pat
 # --- served ---------------------------------------------------------------------------------
 
 
-class Clock:
-    """Time for the reload check, moved by the test: a reload is seen without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @contextlib.asynccontextmanager
-async def serving(path: Path, clock: Clock) -> AsyncIterator[int]:
+async def serving(path: Path) -> AsyncIterator[tuple[int, webconfig.Live]]:
+    """The server behind `path`; its Live, whose refresh() the tests call rather than wait for
+    the timer (the ka-notify test below waits for it)."""
     registry = CollectorRegistry()
     app = web.make_app(registry, lambda: "<html>status</html>", lambda: True, "/metrics")
     port = free_port()
-    runner = await web.serve(app, "127.0.0.1", port, webconfig.Live(webconfig.load(path), clock))
+    live = webconfig.Live(webconfig.load(path))
+    runner = await web.serve(app, "127.0.0.1", port, live)
     try:
-        yield port
+        yield port, live
     finally:
         await runner.cleanup()
 
@@ -223,7 +216,7 @@ def test_basic_auth_over_tls_guards_every_path(pki: Pki, tmp_path: Path) -> None
     tls = client_context(pki.ca)
 
     async def main() -> None:
-        async with serving(path, Clock()) as port:
+        async with serving(path) as (port, _):
             for where in ("/metrics", "/", "/-/healthy", "/-/ready"):
                 assert (await call(port, where, (USER, PASSWORD), tls))[0] == 200
                 status, headers = await call(port, where, None, tls)
@@ -247,7 +240,7 @@ def test_client_certificate_required_and_verified(
     stranger = client_cert(make_pki(tmp_path_factory.mktemp("other")), "stranger")
 
     async def main() -> None:
-        async with serving(path, Clock()) as port:
+        async with serving(path) as (port, _):
             assert (await call(port, "/metrics", None, client_context(pki.ca, good)))[0] == 200
             for cert in (None, stranger):
                 with pytest.raises((ssl.SSLError, ConnectionResetError)):
@@ -262,22 +255,20 @@ def test_changed_files_are_picked_up_and_a_bad_one_is_ignored(
     pki = make_pki(tmp_path_factory.mktemp("replaced"))  # its files are replaced below
     path = tmp_path / "web.yml"
     path.write_text(tls_yaml(pki) + users_yaml(**{USER: PASSWORD}))
-    clock = Clock()
     rotated = make_pki(tmp_path_factory.mktemp("rotated"))
 
     async def main() -> None:
-        async with serving(path, clock) as port:
+        async with serving(path) as (port, live):
             tls = client_context(pki.ca)
             assert (await call(port, "/", (USER, PASSWORD), tls))[0] == 200
             path.write_text(tls_yaml(pki) + users_yaml(alice="new-password"))
-            assert (await call(port, "/", ("alice", "new-password"), tls))[0] == 401  # < 1 s
-            clock.now += webconfig.CHECK_SECONDS
+            live.refresh()
             assert (await call(port, "/", ("alice", "new-password"), tls))[0] == 200
             assert (await call(port, "/", (USER, PASSWORD), tls))[0] == 401  # cache dropped
             # a broken file leaves the last good configuration in force, logged once
             path.write_text(users_yaml(alice="x").replace("$2b$", "$9z$"))
             for _ in range(2):
-                clock.now += webconfig.CHECK_SECONDS
+                live.refresh()
                 assert (await call(port, "/", ("alice", "new-password"), tls))[0] == 200
             errors = [r for r in caplog.records if r.levelno == logging.ERROR]
             assert len(errors) == 1 and "not a bcrypt hash" in errors[0].getMessage()
@@ -285,7 +276,7 @@ def test_changed_files_are_picked_up_and_a_bad_one_is_ignored(
             for name in ("cert", "key"):
                 os.replace(getattr(rotated, name), getattr(pki, name))
             path.write_text(tls_yaml(pki) + users_yaml(alice="new-password"))
-            clock.now += webconfig.CHECK_SECONDS
+            live.refresh()
             new = client_context(rotated.ca)
             assert (await call(port, "/", ("alice", "new-password"), new))[0] == 200
             with pytest.raises(ssl.SSLCertVerificationError):
@@ -326,4 +317,31 @@ def test_ka_notify_daemon_serves_behind_the_web_config(
         wait_for(up, 15, what="ka-notify daemon")
         assert request(port, "/metrics", (USER, PASSWORD), tls)[0] == 200
         assert request(port, "/metrics", (USER, "guess"), tls)[0] == 401
-    assert PASSWORD not in (tmp_path / "daemon.log").read_text()
+        web_yml.write_text(tls_yaml(pki) + users_yaml(**{USER: "rotated-password"}))
+        wait_for(
+            lambda: request(port, "/metrics", (USER, "rotated-password"), tls)[0] == 200,
+            10,
+            what="new password taken without restart",
+        )
+        assert request(port, "/metrics", (USER, PASSWORD), tls)[0] == 401
+    log = (tmp_path / "daemon.log").read_text()
+    assert PASSWORD not in log and "rotated-password" not in log
+    assert "web config reloaded" in log
+
+
+def test_client_auth_turned_on_at_run_time(pki: Pki, tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(tls_yaml(pki))
+    good = client_cert(pki, "late")
+
+    async def main() -> None:
+        async with serving(path) as (port, live):
+            assert (await call(port, "/", None, client_context(pki.ca)))[0] == 200
+            verify = f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki.ca}\n"
+            path.write_text(tls_yaml(pki, verify))
+            live.refresh()
+            with pytest.raises((ssl.SSLError, ConnectionResetError)):
+                await call(port, "/", None, client_context(pki.ca))
+            assert (await call(port, "/", None, client_context(pki.ca, good)))[0] == 200
+
+    asyncio.run(main())
