@@ -192,15 +192,17 @@ def to_toml(config: dict[str, object]) -> str:
     return text
 
 
-def wrong(value: object) -> object:
-    """A value of another type than `value`."""
+def wrong(value: object) -> list[object]:
+    """Values of another type than `value` (for a list: also a list of the wrong items)."""
     if isinstance(value, bool):
-        return "yes"
+        return ["yes"]
     if isinstance(value, int | float):
-        return "lots"
+        return ["lots"]
     if isinstance(value, str):
-        return 12
-    return 7  # a list or a table
+        return [12]
+    if isinstance(value, list) and value:
+        return [7, [wrong(value[0])[0]]]
+    return [7]
 
 
 def key_paths(config: dict[str, object]) -> Iterator[tuple[str, ...]]:
@@ -213,21 +215,24 @@ def key_paths(config: dict[str, object]) -> Iterator[tuple[str, ...]]:
                 yield from ((key, str(index), k) for k in table if k not in ("name", "type"))
 
 
-def replaced(config: dict[str, object], path: tuple[str, ...]) -> dict[str, object]:
+def replaced(config: dict[str, object], path: tuple[str, ...]) -> Iterator[dict[str, object]]:
+    """`config` with the value at `path` replaced by each of its wrong values."""
     config = {k: (list(v) if isinstance(v, list) else v) for k, v in config.items()}
     if path == ("sink",):  # no sinks: the route naming one would be a second, true, error
         del config["route"]
     if len(path) == 1:
-        config[path[0]] = wrong(config[path[0]])
+        for bad in wrong(config[path[0]]):
+            yield {**config, path[0]: bad}
     elif len(path) == 2:
-        table = dict(config[path[0]])  # type: ignore[call-overload]
-        table[path[1]] = wrong(table[path[1]])
-        config[path[0]] = table
+        table: dict[str, object] = config[path[0]]  # type: ignore[assignment]
+        for bad in wrong(table[path[1]]):
+            yield {**config, path[0]: {**table, path[1]: bad}}
     else:
         tables: list[dict[str, object]] = config[path[0]]  # type: ignore[assignment]
         index = int(path[1])
-        tables[index] = {**tables[index], path[2]: wrong(tables[index][path[2]])}
-    return config
+        for bad in wrong(tables[index][path[2]]):
+            changed = {**tables[index], path[2]: bad}
+            yield {**config, path[0]: [*tables[:index], changed, *tables[index + 1 :]]}
 
 
 def test_every_notify_key_refuses_a_wrong_type(
@@ -242,15 +247,16 @@ def test_every_notify_key_refuses_a_wrong_type(
     paths = list(key_paths(good))
     assert len(paths) > 35  # every sink's options are in
     for key_path in paths:
-        path.write_text(to_toml(replaced(good, key_path)))
-        with pytest.raises(SystemExit) as exit_:
-            notify_cli.main(["check-config", str(path)])
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2, (key_path, err)
-        lines = err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith(str(path)), (key_path, err)
-        assert key_path[-1].split("_")[0] in lines[0], (key_path, err)
-        assert "s3cret" not in err
+        for bad in replaced(good, key_path):
+            path.write_text(to_toml(bad))
+            with pytest.raises(SystemExit) as exit_:
+                notify_cli.main(["check-config", str(path)])
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2, (key_path, err)
+            lines = err.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(str(path)), (key_path, err)
+            assert key_path[-1].split("_")[0] in lines[0], (key_path, err)
+            assert "s3cret" not in err
 
 
 # --- the environment ---------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def _peers(value: object, error: Error) -> frozenset[str]:
     peers = set()
     for item in value:
         try:
-            peers.add(str(ipaddress.ip_address(item)))
+            peers.add(str(ipaddress.ip_address(item if isinstance(item, str) else "")))
         except ValueError:
             error(f"expected_peers: not an IP address: {item!r}", key="expected_peers")
     return frozenset(peers)
@@ -183,7 +183,7 @@ def _damping(value: object, error: Error) -> Damping:
 
 
 def _sinks(value: object, error: Error, lines: _Lines, check: bool) -> tuple[SinkConfig, ...]:
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         error("sink: must be [[sink]] tables", key="sink")
         return ()
     factories = sink_factories() if check else {}
@@ -220,7 +220,7 @@ def _sinks(value: object, error: Error, lines: _Lines, check: bool) -> tuple[Sin
 
 
 def _routes(value: object, known: set[str], error: Error) -> tuple[Route, ...]:
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         error("route: must be [[route]] tables", key="route")
         return ()
     routes = []
