@@ -3,10 +3,12 @@ as root and as nobody with only CAP_NET_RAW, and the ka-notify hook with no capa
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -23,21 +25,32 @@ from ka_exporter.privilege import CAP_NET_RAW, CAP_SYS_ADMIN
 from lab import netns, wait_for
 from tests import frames
 from tests.conftest import send
+from tests.notify_servers import make_pki
+from tests.test_webconfig import tls_yaml, users_yaml
 
 BIN = Path(sys.executable).parent
 NOBODY = "65534"
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
 
 
-def get(ns: str, port: int, path: str) -> tuple[int, str]:
-    """GET on 127.0.0.1 inside `ns`, through a socket opened there."""
+def get(
+    ns: str,
+    port: int,
+    path: str,
+    tls: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
+) -> tuple[int, str]:
+    """GET on 127.0.0.1 inside `ns`, through a socket opened there (over TLS if `tls`)."""
     sock = p2netns.create_socket(ns, family=socket.AF_INET, socket_type=socket.SOCK_STREAM)
     sock.settimeout(5)
     conn = http.client.HTTPConnection("127.0.0.1", port)
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
     try:
         sock.connect(("127.0.0.1", port))
-        conn.sock = sock
-        conn.request("GET", path)
+        conn.sock = tls.wrap_socket(sock, server_hostname="127.0.0.1") if tls else sock
+        conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -61,7 +74,14 @@ def status_of(pid: int) -> list[dict[str, int]]:
 
 
 @contextmanager
-def exporter(ns: str, port: int, *args: str, user: bool = False) -> Iterator[int]:
+def exporter(
+    ns: str,
+    port: int,
+    *args: str,
+    user: bool = False,
+    tls: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
+) -> Iterator[int]:
     """The exporter inside `ns` (as nobody with ambient CAP_NET_RAW if `user`), ready; its PID."""
     argv = [str(BIN / "ka-exporter"), "--web.listen-address", f"127.0.0.1:{port}", *args]
     if user:
@@ -74,7 +94,7 @@ def exporter(ns: str, port: int, *args: str, user: bool = False) -> Iterator[int
         def ready() -> bool:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             try:
-                return get(ns, port, "/-/ready")[0] == 200
+                return get(ns, port, "/-/ready", tls, auth)[0] == 200
             except OSError:
                 return False
 
@@ -127,6 +147,36 @@ def test_with_netns_sys_admin_stays_for_interfaces_that_come_later(wire: tuple[s
         netns.run(["ip", "-n", b, "link", "add", "late0", "type", "veth", "peer", "late1"])
         netns.run(["ip", "-n", b, "link", "set", "late0", "up"])
         wait_for(lambda: up in get(a, 9743, "/metrics")[1].splitlines(), 5, what="late0")
+
+
+def test_web_config_reread_after_the_capabilities_are_gone(
+    wire: tuple[str, str], tmp_path: Path
+) -> None:
+    """Root without CAP_DAC_OVERRIDE still reads root's own files: a rotated certificate and
+    a new password are taken."""
+    _, b = wire
+    pki = make_pki(tmp_path)
+    config = tmp_path / "web.yml"
+    config.write_text(tls_yaml(pki) + users_yaml(prometheus="first"))
+    tls = ssl.create_default_context(cafile=pki.ca)
+    args = ("--interface", "eth0", "--web.config.file", str(config))
+    with exporter(b, 9743, *args, tls=tls, auth=("prometheus", "first")) as pid:
+        assert all(has_only(task, CAP_NET_RAW) for task in status_of(pid))
+        assert get(b, 9743, "/metrics", tls)[0] == 401
+        (tmp_path / "rotated").mkdir()
+        rotated = make_pki(tmp_path / "rotated")
+        os.replace(rotated.key, pki.key)
+        os.replace(rotated.cert, pki.cert)
+        config.write_text(tls_yaml(pki) + users_yaml(prometheus="second"))
+        new = ssl.create_default_context(cafile=rotated.ca)
+
+        def taken() -> bool:
+            try:
+                return get(b, 9743, "/metrics", new, ("prometheus", "second"))[0] == 200
+            except ssl.SSLCertVerificationError:  # the old certificate, still
+                return False
+
+        wait_for(taken, 10, what="new certificate and password")
 
 
 @pytest.fixture
