@@ -1,7 +1,10 @@
 """The container image, without a container engine: the Dockerfile's promises, then what the
-image does, done here: build the wheel, install only it into a clean venv of a stock Python 3.11,
-and run the console script as user 65534 with nothing but CAP_NET_RAW, as `docker run
---cap-drop ALL --cap-add NET_RAW --user 65534` would.
+image does, done here: build the wheel, install only it into a clean `--copies` venv of a stock
+Python 3.11, give its interpreter the file capability, and start the console script the way
+runc starts a non-root container with only NET_RAW added (see `container`).
+
+That start matters: a non-root process loses added capabilities at exec unless they are ambient,
+which neither Docker nor Kubernetes sets, so CAP_NET_RAW has to come from the file capability.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ def test_final_stage_installs_the_wheel_only() -> None:
     _, final = stages()
     assert args_of(final, "COPY") == [], "no sources in the image"
     (install,) = args_of(final, "RUN")
-    assert "from=builder" in install and "python -m venv /opt/ka-exporter" in install
+    assert "from=builder" in install and "python -m venv --copies /opt/ka-exporter" in install
     assert "/opt/ka-exporter/bin/pip install --no-cache-dir /wheels/*.whl" in install
+    assert "find / -xdev -type f -perm /6000 -exec chmod a-s {} +" in install
     assert any(env.startswith('PATH="/opt/ka-exporter/bin:') for env in args_of(final, "ENV"))
 
 
@@ -101,7 +105,7 @@ def healthcheck() -> list[str]:
 
 def test_healthcheck_needs_no_curl() -> None:
     argv = healthcheck()
-    assert argv[:2] == ["python", "-c"]
+    assert argv[:2] == ["/usr/local/bin/python3", "-c"], "the image's Python, not the venv's"
     assert "urllib" in argv[2] and "http://127.0.0.1:9743/-/healthy" in argv[2]
 
 
@@ -119,20 +123,38 @@ def test_dockerignore_lets_in_exactly_what_the_builder_copies() -> None:
     assert all((ROOT / source).exists() for source in sources)
 
 
-def as_nobody(*argv: str, caps: str = "") -> list[str]:
-    """setpriv as `--user 65534` with no capabilities, or with `caps` ambient and bounding."""
-    keep = f",+{caps}" if caps else ""
-    ambient = ["--ambient-caps", f"+{caps}"] if caps else []
-    return ["setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--clear-groups",
-            "--inh-caps", f"-all{keep}", *ambient, "--bounding-set", f"-all{keep}",
-            "--", *argv]  # fmt: skip
+def file_capability_step() -> str:
+    """The Python code of the final RUN that gives the venv's interpreter cap_net_raw=ep."""
+    _, final = stages()
+    (install,) = args_of(final, "RUN")
+    match = re.search(r"python -c '([^']*security\.capability[^']*)'", install)
+    assert match, "no file capability step"
+    return match.group(1)
+
+
+def all_capabilities() -> set[str]:
+    out = subprocess.run(["capsh", "--print"], capture_output=True, text=True, check=True)
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("Bounding set =")]
+    return set(line.split("=", 1)[1].strip().split(","))
+
+
+def container(*argv: str, cap_add: bool = True) -> list[str]:
+    """`argv` started the way runc starts a non-root container process, e.g. for `docker run
+    --user 65534 --cap-drop ALL --cap-add NET_RAW --security-opt no-new-privileges` or the
+    DaemonSet's securityContext: bounding, permitted and effective sets are the added
+    capabilities, inheritable and ambient empty, uid and gid 65534, no_new_privs, then exec."""
+    added = {"cap_net_raw"} if cap_add else set()
+    return ["capsh", f"--drop={','.join(sorted(all_capabilities() - added))}", "--keep=1",
+            f"--groups={NOBODY}", f"--gid={NOBODY}", f"--uid={NOBODY}",
+            f"--caps={','.join(sorted(added))}{'+ep' if added else ''}", "--inh=",
+            "--no-new-privs", f"--shell={argv[0]}", "--", *argv[1:]]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def image_venv() -> Iterator[Path]:
     """/opt/ka-exporter as the image has it, in a directory user 65534 can reach."""
-    if not STOCK_PYTHON.exists() or shutil.which("setpriv") is None:
-        pytest.skip(f"needs {STOCK_PYTHON} and setpriv")
+    if not STOCK_PYTHON.exists() or shutil.which("capsh") is None:
+        pytest.skip(f"needs {STOCK_PYTHON} and capsh")
     top = Path(tempfile.mkdtemp(prefix="ka-image-"))
     try:
         top.chmod(0o755)
@@ -148,8 +170,10 @@ def image_venv() -> Iterator[Path]:
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, timeout=60, check=True)
         run_ok(["pip", "wheel", "--no-cache-dir", "--no-deps", str(src), "-w", str(wheels)])
         (wheel,) = wheels.glob("ka_exporter-*.whl")
-        run_ok([str(STOCK_PYTHON), "-m", "venv", str(venv)])
+        run_ok([str(STOCK_PYTHON), "-m", "venv", "--copies", str(venv)])
         run_ok([str(venv / "bin" / "pip"), "install", "--no-cache-dir", str(wheel)])
+        step = file_capability_step().replace("/opt/ka-exporter", str(venv))
+        run_ok([str(STOCK_PYTHON), "-c", step])
         yield venv
     finally:
         shutil.rmtree(top)
@@ -164,8 +188,33 @@ def run_ok(argv: list[str]) -> str:
 def test_wheel_holds_the_package_and_both_console_scripts(image_venv: Path) -> None:
     for script in PROJECT["scripts"]:
         assert (image_venv / "bin" / script).exists()
-    assert "usage: ka-exporter" in run_ok(as_nobody(str(image_venv / "bin" / "ka-exporter"), "-h"))
-    assert "usage: ka-notify" in run_ok(as_nobody(str(image_venv / "bin" / "ka-notify"), "-h"))
+        assert f"usage: {script}" in run_ok(container(str(image_venv / "bin" / script), "-h"))
+
+
+def exporter(venv: Path) -> list[str]:
+    return [str(venv / "bin" / "ka-exporter"), "--interface", "eth0",
+            "--web.listen-address", "127.0.0.1:9743"]  # fmt: skip
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("missing", ["file-capability", "cap-add"])
+def test_cannot_capture_without_the_file_capability_or_cap_add(
+    image_venv: Path, wire: tuple[str, str], missing: str
+) -> None:
+    """Each of the two is needed: an interpreter without the file capability gets no
+    CAP_NET_RAW from --cap-add alone, and without --cap-add the kernel will not even run the
+    capability-carrying interpreter."""
+    argv = exporter(image_venv)
+    if missing == "file-capability":
+        plain = image_venv / "bin" / "python-plain"
+        shutil.copyfile(image_venv / "bin" / "python3.11", plain)  # xattrs are not copied
+        plain.chmod(0o755)
+        argv = [str(plain), *argv]
+    command = netns.exec_argv(wire[0], container(*argv, cap_add=missing != "cap-add"))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode != 0, result.stderr
+    if missing == "file-capability":
+        assert result.returncode == 2 and "CAP_NET_RAW" in result.stderr, result.stderr
 
 
 @pytest.mark.lab
@@ -174,18 +223,16 @@ def test_runs_as_nobody_with_net_raw_and_passes_its_healthcheck(
 ) -> None:
     ns = wire[0]
     netns.run(["ip", "-n", ns, "link", "set", "lo", "up"])
-    exporter = [str(image_venv / "bin" / "ka-exporter"), "--interface", "eth0"]
-    exporter += ["--web.listen-address", "127.0.0.1:9743"]
     probe = healthcheck()
-    probe[0] = str(image_venv / "bin" / probe[0])  # PATH in the image puts the venv first
+    probe[0] = str(STOCK_PYTHON)
 
     def check() -> bool:
-        argv = netns.exec_argv(ns, as_nobody(*probe))
+        argv = netns.exec_argv(ns, container(*probe))
         return subprocess.run(argv, capture_output=True, timeout=10, check=False).returncode == 0
 
     assert not check(), "the healthcheck must fail while nothing listens"
     proc = subprocess.Popen(
-        netns.exec_argv(ns, as_nobody(*exporter, caps="net_raw")),
+        netns.exec_argv(ns, container(*exporter(image_venv))),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -199,7 +246,10 @@ def test_runs_as_nobody_with_net_raw_and_passes_its_healthcheck(
             for line in (Path("/proc") / str(proc.pid) / "status").read_text().splitlines()
         )
         assert status["Uid"].split() == [NOBODY] * 4 and status["Gid"].split() == [NOBODY] * 4
+        # from the file capability: nothing is inherited, and no_new_privs holds
         assert int(status["CapEff"], 16) == 1 << CAP_NET_RAW
+        assert int(status["CapAmb"], 16) == 0 and int(status["CapInh"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
     finally:
         proc.terminate()
         try:
