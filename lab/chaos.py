@@ -52,6 +52,8 @@ class Kind(enum.StrEnum):
     LINK_DOWN = "link-down"
     LINK_UP = "link-up"
     EXPORTER = "exporter-restart"
+    FIREWALL = "firewall"  # the node drops incoming VRRP: it keeps advertising, hears nobody
+    UNFIREWALL = "unfirewall"
 
 
 @dataclass(frozen=True, order=True)
@@ -78,6 +80,7 @@ class Condition:
     members: Mapping[int, frozenset[int]]  # VRID -> its nodes
     stopped: dict[int, int] = field(default_factory=dict)
     links_down: dict[int, int] = field(default_factory=dict)
+    firewalled: dict[int, int] = field(default_factory=dict)
     lowered: set[int] = field(default_factory=set)
     partitioned: int | None = None
 
@@ -109,19 +112,22 @@ class Condition:
                 found.append(Fault(Kind.LINK_UP, n))
             elif self._can_lose(n):
                 found.append(Fault(Kind.LINK_DOWN, n))
+            found.append(Fault(Kind.UNFIREWALL if n in self.firewalled else Kind.FIREWALL, n))
         return found
 
     def overdue(self) -> Fault | None:
-        """The oldest partition, stopped node or downed link that has lasted MAX_AGE faults."""
+        """The oldest partition, stopped node, downed link or firewall that has lasted MAX_AGE
+        faults."""
         due = [(age, Fault(Kind.START, n)) for n, age in self.stopped.items()]
         due += [(age, Fault(Kind.LINK_UP, n)) for n, age in self.links_down.items()]
+        due += [(age, Fault(Kind.UNFIREWALL, n)) for n, age in self.firewalled.items()]
         if self.partitioned is not None:
             due.append((self.partitioned, Fault(Kind.HEAL)))
         due = [item for item in due if item[0] >= MAX_AGE]
         return max(due)[1] if due else None
 
     def apply(self, fault: Fault) -> None:
-        for ages in (self.stopped, self.links_down):
+        for ages in (self.stopped, self.links_down, self.firewalled):
             for n in ages:
                 ages[n] += 1
         if self.partitioned is not None:
@@ -137,6 +143,10 @@ class Condition:
                 self.links_down[node] = 0
             case Kind.LINK_UP:
                 del self.links_down[node]
+            case Kind.FIREWALL:
+                self.firewalled[node] = 0
+            case Kind.UNFIREWALL:
+                del self.firewalled[node]
             case Kind.PARTITION:
                 self.partitioned = 0
             case Kind.HEAL:
@@ -321,6 +331,10 @@ class _Chaos:
                 lab.set_priority_offset(node, node not in self.condition.lowered)
             case Kind.LINK_DOWN | Kind.LINK_UP:
                 lab.link(node, fault.kind is Kind.LINK_UP)
+            case Kind.FIREWALL:
+                lab.firewall_drop_vrrp(node)
+            case Kind.UNFIREWALL:
+                lab.firewall_allow(node)
             case Kind.EXPORTER:
                 self.exporter.stop()
                 self.exporter = NsExporter(self.lab, "mon", self.exporter.port)

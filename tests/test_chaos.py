@@ -13,7 +13,7 @@ from lab.config import Flavour, Instance
 
 INSTANCES = chaos.cluster()
 V4, V6 = INSTANCES[0], INSTANCES[2]  # VRID 10 on n1/n2; VRID 12 (IPv6) on n1-n3
-LAB_SEED, LAB_FAULTS = 683, 9  # a schedule with every kind of fault once
+LAB_SEED, LAB_FAULTS = 154, 11  # every kind of fault once; the firewall splits VRIDs 10, 12
 
 
 # -- the schedule ------------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def test_lab_seed_covers_every_kind_of_fault() -> None:
 @pytest.mark.parametrize("seed", range(100))
 def test_schedule_keeps_the_cluster_sane(seed: int) -> None:
     """Every fault is possible when it comes, every VRID keeps a node up, and partitions,
-    stopped nodes and downed links are undone within MAX_AGE faults."""
+    stopped nodes, downed links and firewalls are undone within MAX_AGE faults."""
     condition = Condition(chaos.members(INSTANCES))
     for fault in chaos.schedule(seed, 60, INSTANCES):
         assert fault in condition.candidates(), f"{fault} impossible in {condition}"
@@ -42,6 +42,7 @@ def test_schedule_keeps_the_cluster_sane(seed: int) -> None:
         for vrid, nodes in condition.members.items():
             assert any(condition.up(n) for n in nodes), f"VRID {vrid} has nobody after {fault}"
         ages = [*condition.stopped.values(), *condition.links_down.values()]
+        ages += condition.firewalled.values()
         if condition.partitioned is not None:
             ages.append(condition.partitioned)
         assert max(ages, default=0) <= chaos.MAX_AGE, f"{condition} after {fault}"
