@@ -1,7 +1,8 @@
-"""The systemd units under deploy/systemd: hardening as documented, commands that exist.
+"""The systemd units under deploy/systemd: hardening as documented, commands that exist; and
+docs/install.md, whose commands name these files.
 
 A unit that names a missing flag or binary fails only on the first start on a user's host, so
-the units are checked here against the installed console scripts and their CLIs.
+the units and the install guide are checked here against the console scripts and their CLIs.
 """
 
 from __future__ import annotations
@@ -212,3 +213,39 @@ def scrape(port: int) -> str:
             return str(response.read().decode())
     except OSError:
         return ""
+
+
+INSTALL_DOC = ROOT / "docs" / "install.md"
+
+
+def test_install_doc_names_only_files_that_exist() -> None:
+    text = INSTALL_DOC.read_text()
+    named = set(re.findall(r"\bdeploy/[\w./-]*[\w]", text)) | {"Dockerfile"}
+    assert {"deploy/systemd/ka-exporter.service", "deploy/kubernetes/daemonset.yaml"} <= named
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing
+
+
+def test_install_doc_puts_the_defaults_files_where_the_units_read_them() -> None:
+    text = INSTALL_DOC.read_text()
+    for unit, defaults in (
+        ("ka-exporter", "ka-exporter.default"),
+        ("ka-notify", "ka-notify.default"),
+    ):
+        target = service(f"{unit}.service")["EnvironmentFile"].removeprefix("-")
+        assert re.search(rf"install -m 0\d\d\d deploy/systemd/{defaults} {target}\n", text)
+
+
+def test_install_doc_uses_flags_the_clis_have() -> None:
+    """Dotted flags are ours (docker and kubectl have none), and whatever follows the image
+    name in `docker run` goes to ka-exporter."""
+    text = INSTALL_DOC.read_text()
+    known = set(
+        re.findall(r"--[\w.-]+", help_text("ka-exporter") + help_text("ka-notify", "daemon"))
+    )
+    assert set(re.findall(r"--\w+\.[\w.-]+", text)) <= known
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    (run,) = re.findall(rf"docker run [^\n]*\\\n[^\n]*ka-exporter:{version}([^\n]*)", text)
+    assert run.split() and set(flags(run.split())) <= set(
+        re.findall(r"--[\w.-]+", help_text("ka-exporter"))
+    )
