@@ -8,6 +8,7 @@ the units and the install guide are checked here against the console scripts and
 from __future__ import annotations
 
 import configparser
+import ctypes
 import os
 import re
 import shlex
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tomllib
 import urllib.request
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -199,12 +202,16 @@ def test_netns_needs_the_dropin_and_works_with_it(wire: tuple[str, str]) -> None
         wait_for(lambda: proc.poll() is not None or up in scrape(port), 20, what="capture up")
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def scrape(port: int) -> str:
@@ -249,3 +256,53 @@ def test_install_doc_uses_flags_the_clis_have() -> None:
     assert run.split() and set(flags(run.split())) <= set(
         re.findall(r"--[\w.-]+", help_text("ka-exporter"))
     )
+
+
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+
+
+def deny_write_execute() -> None:
+    """MemoryDenyWriteExecute=yes, as the kernel's own flag (kept across exec): no mapping may
+    become writable and executable. Runs in the child before exec."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        os._exit(126)  # no such prctl before Linux 6.3: the test skips on exit status 126
+
+
+def serving(proc: subprocess.Popen[bytes], port: int, metric: str) -> bool:
+    """Whether `proc` serves `metric`; raises if it exited instead."""
+    if proc.poll() is not None:
+        if proc.returncode == 126:
+            pytest.skip("the kernel has no PR_SET_MDWE")
+        raise AssertionError(proc.stderr.read().decode() if proc.stderr else proc.returncode)
+    return metric in scrape(port)
+
+
+@pytest.mark.lab
+def test_services_run_with_memory_deny_write_execute(wire: tuple[str, str], tmp_path: Path) -> None:
+    """Python, its C extensions and ctypes must not need W+X memory, or the units' setting kills
+    the services at the first such mapping; both serve their metrics under it."""
+    ns = wire[0]
+    config = tmp_path / "ka-notify.toml"
+    config.write_text(  # a sink that is never called: nothing happens to alert on
+        f'cluster = "test"\nstate_dir = "{tmp_path / "spool"}"\n'
+        '[[sink]]\nname = "hook"\ntype = "webhook"\nurl = "http://127.0.0.1:9/"\n'
+    )
+    commands = {
+        "ka-exporter": ["--netns", ns, "--interface", f"{ns}/eth0"],
+        "ka-notify": ["daemon", "--config", str(config),
+                      "--keepalived.notify-fifo", str(tmp_path / "notify.fifo")],
+    }  # fmt: skip
+    ports = {name: free_port() for name in commands}
+    with ExitStack() as stack:
+        for name, args in commands.items():
+            argv = [str(BIN / name), *args, "--web.listen-address", f"127.0.0.1:{ports[name]}"]
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=deny_write_execute,  # noqa: PLW1509 -- only prctl(2)
+            )  # fmt: skip
+            stack.callback(stop, proc)
+            metric = f"{name.replace('-', '_')}_"  # ka_exporter_build_info, ka_notify_queue_depth
+            wait_for(partial(serving, proc, ports[name], metric), 20, what=f"{name} metrics")
+        up = f'ka_exporter_capture_up{{interface="eth0",netns="{ns}"}} 1.0'
+        assert up in scrape(ports["ka-exporter"])
