@@ -4,7 +4,8 @@ Every file passes keepalived's own config test. In the lab, the two nodes of eac
 the files with only what cannot work on a test host substituted: the nginx check becomes a test
 for a flag file, and ka-notify gets a config of the test's own; interface, addresses and VIPs
 are the lab's already. Each node must master its own instance, tell ka-notify so (the hook in the
-multicast files, the FIFO in the unicast ones), and give its instance up when nginx "fails".
+multicast files, the FIFO in the unicast ones), and give its instance up when nginx "fails";
+the wire must show VRRPv3 to the multicast group, or only to the peer for the unicast files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet import IP
+from scapy.layers.vrrp import VRRPv3
+from scapy.utils import rdpcap
 
 from lab import Lab, double_master, wait_for
 from tests.lab_fixtures import MakeLab
@@ -34,6 +38,8 @@ NGINX_CHECK = 'script "/usr/bin/pidof nginx"'
 NODES = {1: "a", 2: "b"}  # lab node number -> example node
 VIPS = {"VI_1": ("192.0.2.101", "198.51.100.10"), "VI_2": ("192.0.2.102", "198.51.100.20")}
 OWNER = {"VI_1": 1, "VI_2": 2}
+ADDRESSES = ("192.0.2.11", "192.0.2.12")  # node A, node B: the lab's n1 and n2 as well
+GROUP = "224.0.0.18"
 
 
 def test_there_are_four_examples() -> None:
@@ -159,6 +165,7 @@ def test_pair_runs_the_examples(make_lab: MakeLab, variant: str) -> None:
     receiver = Receiver()
     with ExitStack() as stack:
         stack.callback(receiver.close)
+        pcap = stack.enter_context(lab.capture(lab.workdir / "vrrp.pcap"))
         for node in NODES:
             config = notify_config(lab.workdir, node, receiver)
             fifo = ["--keepalived.notify-fifo", str(lab.node(node).file("fifo"))]
@@ -182,3 +189,9 @@ def test_pair_runs_the_examples(make_lab: MakeLab, variant: str) -> None:
         assert holders(lab, "VI_2") == mastered_by(2, "VI_2")
         wait_for(lambda: ("node-b", "VI_1") in masters(receiver), 15, what="VI_1 MASTER on B")
         assert ("node-b", "VI_2") in masters(receiver)
+    # what went over the wire: VRRPv3 for VRIDs 51 and 52, to the group or to the peer only
+    adverts = [(p[IP].src, p[IP].dst, p[VRRPv3].vrid) for p in rdpcap(str(pcap)) if VRRPv3 in p]
+    assert {vrid for _, _, vrid in adverts} == {51, 52}
+    routes = {(src, dst) for src, dst, _ in adverts}
+    a, b = ADDRESSES
+    assert routes == ({(a, b), (b, a)} if variant == "unicast" else {(a, GROUP), (b, GROUP)})
