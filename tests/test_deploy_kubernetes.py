@@ -8,6 +8,9 @@ checked against the DaemonSet's pods directly.
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,18 @@ def test_probes_resources_port_and_tolerations() -> None:
     assert {t["effect"] for t in pod_spec()["tolerations"]} == {"NoSchedule", "NoExecute"}
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert c["image"] == f"ka-exporter:{version}"
+
+
+def test_container_args_are_flags_the_exporter_has() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("ka-exporter")), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    flags = {arg.split("=", 1)[0] for arg in container()["args"]}
+    assert flags <= set(re.findall(r"--[\w.-]+", result.stdout))
 
 
 def test_daemonset_selector_matches_its_pods() -> None:
