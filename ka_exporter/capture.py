@@ -4,11 +4,11 @@ The kernel writes the frames the filter passes into a TPACKET_V3 ring mapped int
 stamped with their arrival time, and hands the ring over a block at a time: when a block is full
 or `RETIRE_MS` after its first frame. So the event loop wakes at most ~100 times a second per
 interface however many adverts arrive, reads every frame without a system call, and a burst
-waits in the ring, which holds ~7 times as many small frames as a socket receive buffer of the
-same size (a queued frame is charged its whole buffer allocation, ~830 bytes for a 62-byte
-advert; in the ring it takes 144). Sockets are read by the loop's reader callbacks, never by
-threads. Frames this host sends are seen too, which on a unicast node is the only way to see its
-own adverts.
+waits in the ring, which holds 5 times as many small frames as a socket receive buffer of the
+same size: a queued frame is charged its whole buffer allocation there, ~830 bytes for a 62-byte
+advert, and takes ~164 bytes in the ring (measured: docs/benchmarks.md, Burst). Sockets are
+read by the loop's reader callbacks, never by threads. Frames this host sends are seen too,
+which on a unicast node is the only way to see its own adverts.
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ PACKET_VERSION = 10
 TPACKET_V3 = 2
 SO_ATTACH_FILTER = 26
 TP_STATUS_USER = 1
-# The ring: 32 MiB, ~230k adverts (bench:live in docs/benchmarks.md measures what it holds).
-# Blocks of 256 KiB: one is handed over per wake-up, ~1,800 adverts, so a flood holds the event
-# loop ~10 ms at a time; they are also small enough to allocate on a fragmented host.
+# The ring: 48 MiB, ~300k small adverts even if none is read meanwhile. Blocks of 256 KiB: one
+# is handed over per wake-up, ~1,600 adverts, so a flood holds the event loop ~10 ms at a time;
+# they are also small enough to allocate on a fragmented host.
 BLOCK_SIZE = 256 << 10
-BLOCKS = 128
+BLOCKS = 192
 FRAME_SIZE = 2048  # TPACKET_V3 packs frames tightly; this only has to divide BLOCK_SIZE
 RETIRE_MS = 10  # a block with frames is handed over at most this long after the first one
 # struct tpacket_block_desc: block_status at 8, num_pkts and offset_to_first_pkt after it.
@@ -114,6 +114,7 @@ def open_socket(interface: str, netns: str = "") -> Ring:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     except PermissionError:
         raise PrivilegeError(_NO_CAPABILITY) from None
+    ring: mmap.mmap | None = None
     try:
         attach_filter(sock)
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
@@ -123,6 +124,8 @@ def open_socket(interface: str, netns: str = "") -> Ring:
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)
     except OSError as exc:
+        if ring is not None:
+            ring.close()
         sock.close()
         where = f" in network namespace {netns}" if netns else ""
         raise CaptureError(f"cannot capture on {interface}{where}: {exc.strerror}") from None

@@ -87,7 +87,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "vrrp_capture_packets": (COUNTER, "Frames the kernel passed the VRRP filter on the interface."),
     "vrrp_capture_kernel_drops": (
         COUNTER,
-        "Frames the kernel dropped on the interface because the receive buffer was full.",
+        "Frames the kernel dropped on the interface because the capture ring was full.",
     ),
     "ka_exporter_build": (INFO, "Build information of the exporter."),
     "ka_exporter_capture_up": (GAUGE, "1 while the interface is being captured."),
