@@ -150,7 +150,12 @@ class Daemon:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartupError(f"cannot listen on {host or ''}:{port}: {reason}") from None
         for watcher in self.watchers.values():
-            await watcher.start()
+            try:
+                await watcher.start()
+            except PermissionError:
+                raise StartupError(
+                    f"cannot enter network namespace {watcher.netns!r}: needs CAP_SYS_ADMIN"
+                ) from None
         self._check_interfaces()
         try:
             privilege.drop_with_pool(loop, pool, privilege.needed(bool(self.settings.netns)))

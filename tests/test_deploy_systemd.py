@@ -192,8 +192,9 @@ def test_netns_needs_the_dropin_and_works_with_it(wire: tuple[str, str]) -> None
         timeout=30,
         check=False,
     )
-    # refused (today with a traceback from the netlink watcher rather than one line)
-    assert without.returncode != 0 and "netns" in without.stderr, without.stderr
+    # refused with one line that names the missing capability
+    assert without.returncode == 2, without.stderr
+    assert without.stderr.count("\n") == 1 and "CAP_SYS_ADMIN" in without.stderr, without.stderr
     caps = dropin()["AmbientCapabilities"].split()
     argv = exporter_as_nobody(caps, *args, *listen)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -85,6 +85,19 @@ def test_reject_dead_letters_and_other_sinks_go_on(tmp_path: Path) -> None:
     assert spool.stats().depth == 0
 
 
+def test_with_no_sink_the_daemon_worker_keeps_running(tmp_path: Path) -> None:
+    """A daemon configured only to read the FIFO must not exit (nor be restarted in a loop)."""
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(Worker(Spool.open(tmp_path), {}).run())
+        await asyncio.sleep(0.3)
+        running = not task.done()
+        task.cancel()
+        return running
+
+    assert asyncio.run(scenario())
+
+
 def test_firing_alerts_are_resent_until_replaced(tmp_path: Path) -> None:
     spool = Spool.open(tmp_path)
     now = [0.0]

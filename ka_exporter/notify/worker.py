@@ -43,8 +43,9 @@ class Worker:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        """Delivers forever (the daemon)."""
+        """Delivers forever (the daemon), even with no sink: the daemon still reads the FIFO."""
         await self.drain(linger=math.inf)
+        await asyncio.Event().wait()  # reached only when there is no sink
 
     async def drain(self, linger: float = 0.0) -> None:
         """Delivers until no sink has anything due within `linger` seconds."""
