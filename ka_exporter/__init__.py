@@ -2,13 +2,9 @@
 
 
 def __getattr__(name: str) -> str:
-    """`__version__` on first use: importlib.metadata costs ~40 ms of startup, and the notify
-    hook, which keepalived waits for, never needs it."""
+    """`__version__`, read on first use (see ka_exporter.version)."""
     if name != "__version__":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from ka_exporter.version import installed  # noqa: PLC0415
 
-    try:
-        return version("ka-exporter")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0.0.0"
+    return installed()

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from ka_exporter import analyze, daemon, pcap, web, webconfig
+from ka_exporter import analyze, daemon, pcap, version, web, webconfig
 from ka_exporter.model import ModelConfig
 from ka_exporter.notify import config as notify_config
 from ka_exporter.notify.peers import metrics_url
@@ -183,6 +183,7 @@ def exporter_main(argv: Sequence[str]) -> int:
         description="Watch VRRP (keepalived) on the wire and serve Prometheus metrics. "
         "Subcommand: `ka-exporter analyze FILE` replays a capture.",
     )
+    version.add_flag(parser)
     parser.flag(
         "web.listen-address",
         type=listen_address,

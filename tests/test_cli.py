@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ka_exporter import cli, daemon
+from ka_exporter.version import installed
 
 DATA = Path(__file__).parent / "data"
 ALL = DATA / "vrrp-all.pcap"
@@ -185,6 +186,19 @@ def test_real_process_prints_no_traceback() -> None:
         timeout=60,
     )
     assert_one_line_error(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("command", ["ka-exporter", "ka-notify"])
+def test_version(command: str) -> None:
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name(command)), "--version"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == f"{command} {installed()}\n" and installed() != "0.0.0"
 
 
 # --- environment -----------------------------------------------------------------------------

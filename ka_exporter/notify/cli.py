@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from ka_exporter import version
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 from ka_exporter.notify.config import DEFAULT_PATH, Config, ConfigError, load, make_sinks
@@ -74,6 +75,7 @@ def hook_main(argv: Sequence[str]) -> int:
         'appended by keepalived), or `notify_master "ka-notify --state MASTER --instance VI_1"`. '
         "Other commands: daemon, drain, queue, check-config FILE, test --sink NAME.",
     )
+    version.add_flag(parser)
     config_flag(parser)
     parser.add_argument("--state", help="for notify_master & co., which pass no arguments")
     parser.add_argument("--instance", help="the vrrp_instance (with --state)")
