@@ -107,7 +107,7 @@ def _clean() -> None:
             print(f"removed {path}")
 
 
-def _chaos(seed: int, faults: int, advert_int: float, keep: bool) -> bool:
+def _chaos(seed: int, faults: int, advert_int: float, keep: bool, flags: list[str]) -> bool:
     """The per-fault table as it happens, then the summary; True when nothing disagreed."""
     print(f"chaos: seed {seed}, {faults} faults, advert interval {advert_int:g} s", flush=True)
     started = time.monotonic()
@@ -117,6 +117,7 @@ def _chaos(seed: int, faults: int, advert_int: float, keep: bool) -> bool:
         advert_int=advert_int,
         report=lambda result: print(chaos.row(result), flush=True),
         keep_dir=keep,
+        exporter_args=flags,
     )
     print(chaos.summary(results, time.monotonic() - started))
     return all(result.ok for result in results)
@@ -136,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--faults", type=int, default=50)
     run.add_argument("--advert-int", type=float, default=1.0, help="seconds (default 1)")
     run.add_argument("--keep", action="store_true", help="keep configs and logs afterwards")
+    run.add_argument(
+        "--exporter-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="pass a flag to ka-exporter, e.g. --exporter-flag=--vrrp.split-brain-debounce=3",
+    )
     sub.add_parser("clean", help="remove leftovers of labs whose process was killed")
     args = parser.parse_args(argv)
 
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("up", "demo"):
             _up(args.keep, exporters=args.command == "demo")
         elif args.command == "chaos":
-            if not _chaos(args.seed, args.faults, args.advert_int, args.keep):
+            if not _chaos(args.seed, args.faults, args.advert_int, args.keep, args.exporter_flag):
                 return 1
         elif args.command == "record":
             for path in record_all(args.dir):

@@ -291,7 +291,9 @@ def summary(results: Sequence[Result], seconds: float) -> str:
 
 
 class _Chaos:
-    def __init__(self, lab: Lab, instances: Sequence[Instance]) -> None:
+    def __init__(
+        self, lab: Lab, instances: Sequence[Instance], exporter_args: Sequence[str]
+    ) -> None:
         self.lab = lab
         self.instances = instances
         self.condition = Condition(members(instances))
@@ -307,7 +309,7 @@ class _Chaos:
             self.addresses.update({a: n for a in lab.vips(n) if a.startswith("fe80:")})
         for n in lab.nodes:
             self._start(n)
-        self.exporter = NsExporter(lab, "mon")
+        self.exporter = NsExporter(lab, "mon", args=exporter_args)
         self.exporter.wait_ready()
 
     def _start(self, node: int) -> None:
@@ -337,7 +339,8 @@ class _Chaos:
                 lab.firewall_allow(node)
             case Kind.EXPORTER:
                 self.exporter.stop()
-                self.exporter = NsExporter(self.lab, "mon", self.exporter.port)
+                old = self.exporter
+                self.exporter = NsExporter(self.lab, "mon", old.port, old.args)
                 self.exporter.wait_ready()
         self.condition.apply(fault)
 
@@ -382,9 +385,11 @@ def run(
     advert_int: float = 1.0,
     report: Callable[[Result], None] | None = None,
     keep_dir: bool = False,
+    exporter_args: Sequence[str] = (),
 ) -> list[Result]:
     """Runs `faults` seeded faults against a fresh lab; one result per fault after the
-    baseline (index 0). `report` sees each result as it comes."""
+    baseline (index 0). `report` sees each result as it comes; `exporter_args` are further
+    ka-exporter flags (model settings, say)."""
     instances = cluster(advert_int)
     plan = schedule(seed, faults, instances)
     results: list[Result] = []
@@ -395,7 +400,7 @@ def run(
             report(result)
 
     with Lab(instances, keep_dir=keep_dir) as lab:
-        chaos = _Chaos(lab, instances)
+        chaos = _Chaos(lab, instances, exporter_args)
         record(chaos.settle(0, None, time.monotonic(), chaos.wait, BASELINE_GRACE))
         for index, fault in enumerate(plan, 1):
             since = time.monotonic()

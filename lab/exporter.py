@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +61,17 @@ class Scrape:
 
 
 class NsExporter:
-    """ka-exporter watching eth0 of one of the lab's namespaces."""
+    """ka-exporter watching eth0 of one of the lab's namespaces; `args` are further flags."""
 
-    def __init__(self, lab: Lab, who: int | str, port: int = PORT) -> None:
+    def __init__(
+        self, lab: Lab, who: int | str, port: int = PORT, args: Sequence[str] = ()
+    ) -> None:
         self.ns = lab.ns(who)
         self.port = port
+        self.args = tuple(args)
         self.log = lab.workdir / f"ka-exporter-{self.ns}-{port}.log"
         argv = [EXPORTER, "--web.listen-address", f"127.0.0.1:{port}", "--interface", "eth0"]
+        argv += self.args
         with self.log.open("ab") as out:
             self.proc = lab.exec_in(who, argv, stdout=out, stderr=out)
 

@@ -189,3 +189,21 @@ def test_seeded_faults_on_real_keepalived_never_disagree_with_the_fifo() -> None
     # the run went through the interesting states, by keepalived's word
     shapes = {len(c.truth) for r in results for c in r.checks}
     assert {1, 2, 3} <= shapes, table  # single masters and split-brains of two and three
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab_host")
+def test_the_run_catches_an_exporter_that_disagrees() -> None:
+    """The negative control: an exporter told to wait 8 intervals before calling two masters
+    split-brain is still silent when the check gives up after a partition."""
+    if shutil.which("curl") is None:
+        pytest.skip("not installed: curl")
+    seed = 9
+    assert chaos.schedule(seed, 1, INSTANCES) == [Fault(Kind.PARTITION)]
+    results = chaos.run(seed, 1, advert_int=0.5, exporter_args=["--vrrp.split-brain-debounce", "8"])
+    baseline, partition = results
+    assert baseline.ok, chaos.row(baseline)
+    assert not partition.ok, chaos.row(partition)
+    for c in partition.checks:
+        assert len(c.expected) > 1 and c.seen == c.expected, chaos.row(partition)
+        assert not c.split_brain, chaos.row(partition)
