@@ -19,12 +19,12 @@ Only one receiver has a socket open at a time, and they take turns at each step,
 the same moments of a shared, noisy machine; what is reported are medians over rounds and ratios
 to the baseline, absolute rates only as context. Measured: the highest zero-drop rate up a
 ladder of rates (also with one /metrics rendering of a large model on the capture's event loop,
-as the daemon's HTTP handler does it); a burst sent flat out; what the receive buffer holds with
+as the daemon's HTTP handler does it); a burst sent flat out; what the capture ring holds with
 the reader stopped; CPU at a normal advert rate with and without UDP background, next to an
 empty asyncio loop woken as often; memory idle and after a flood of spoofed routers. Every child
 is stopped by PID and both namespaces deleted on the way out, Ctrl-C included. /metrics latency
-needs no network: a model is filled directly and rendered by prometheus_client, next to a plain
-labelled Gauge of as many samples.
+needs no network: a model is filled directly and rendered as /metrics serves it, and by
+prometheus_client, next to a plain labelled Gauge of as many samples.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ CPU_TARGET = 2.0  # % of one core under 100k pps of background traffic
 METRICS_TARGET_MS = 20.0  # /metrics p50 for 255 VRIDs x 3 routers x 4 interfaces
 BACKGROUND_PPS = 100_000
 ADVERT_RATE = 500  # adverts/s during the CPU measurement
-PAUSED_FRAMES = 100_000  # sent with the exporter's reader stopped, to see what the buffer holds
+PAUSED_FRAMES = 400_000  # sent with the exporter's reader stopped, to see what the ring holds
 FLOOD_FRAMES = 6_144  # distinct spoofed routers, above the 4096 cap
 FLOOD_RATE = 20_000
 
@@ -254,16 +254,17 @@ def _scraper() -> Callable[[], bytes]:
     """Renders /metrics of 4 interfaces x 255 VRIDs x 3 routers, as the daemon's HTTP handler
     does: synchronously, on the event loop."""
     if not _scrape:
-        from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+        from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
+        from ka_exporter.exposition import generate  # noqa: PLC0415
         from ka_exporter.metrics import ExporterCollector, LocalState  # noqa: PLC0415
 
         model, now, held = _filled_model()
         local = LocalState(addresses={"": held}, netlink_up={"": True})
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
-        generate_latest(registry)
-        _scrape.append(lambda: generate_latest(registry))
+        generate(registry)
+        _scrape.append(lambda: generate(registry))
     return _scrape[0]
 
 
@@ -273,7 +274,7 @@ async def _capture_session(
     """One measurement: a fresh Capture and Model on eth0, until the count, idleness, the
     window or (paused) the parent's "stop". With `wake`, no socket at all: an empty callback
     `wake` times a second, the floor of an asyncio process woken that often."""
-    from ka_exporter.capture import Capture  # noqa: PLC0415
+    from ka_exporter.capture import BLOCK_SIZE, BLOCKS, Capture  # noqa: PLC0415
     from ka_exporter.model import Model, Segment  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -290,9 +291,9 @@ async def _capture_session(
         if not wake:
             capture.open(segment)
             tap = capture.taps[segment]
-            rcvbuf = tap.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-            if cmd["paused"]:  # the socket fills, nobody reads it, until the parent says "stop"
-                loop.remove_reader(tap.sock.fileno())
+            rcvbuf = BLOCK_SIZE * BLOCKS
+            if cmd["paused"]:  # the ring fills, nobody reads it, until the parent says "stop"
+                loop.remove_reader(tap.ring.sock.fileno())
                 stop_line = asyncio.ensure_future(lines.readline())
         if scrape_at:
             render = _scraper()
@@ -333,14 +334,16 @@ async def _capture_session(
             ):
                 break
         wall, cpu = time.monotonic() - start, _cpu() - cpu
-        packets = drops = 0
+        packets = drops = wakeups = 0
         for tap in capture.statistics():
-            packets, drops = tap.packets, tap.drops
+            packets, drops, wakeups = tap.packets, tap.drops, tap.wakeups
         return {
             "received": _counted(model),
             "packets": packets,
             "drops": drops,
             "rcvbuf": rcvbuf,
+            "ring": BLOCK_SIZE * BLOCKS,
+            "wakeups": wakeups,
             "rx_packets": _link("rx_packets") - rx,
             "rx_dropped": _link("rx_dropped") - rx_dropped,
             "wall": wall,
@@ -990,7 +993,7 @@ def run_live(plan: Plan, seed: int, workdir: Path) -> LiveResults:
             for case in CPU_CASES[shift:] + CPU_CASES[:shift]:
                 cpu[case].append(bench.cpu(case))
 
-        _progress("receive buffer, reader stopped")
+        _progress("capture ring, reader stopped")
         paused = bench.step(
             "ka",
             [{"set": "site", "rate": 0, "count": PAUSED_FRAMES}],
@@ -1023,6 +1026,7 @@ class MetricsResults:
     baseline_ms: list[float]
     baseline_size: int
     collect_ms: list[float]  # ExporterCollector.collect() alone: the exporter's own share
+    latest_ms: list[float]  # prometheus_client's generate_latest of the same registry
 
 
 def _filled_model() -> tuple[Model, float, frozenset[str]]:
@@ -1066,6 +1070,7 @@ def _filled_model() -> tuple[Model, float, frozenset[str]]:
 def measure_metrics(seconds: float, minimum: int) -> MetricsResults:
     from prometheus_client import CollectorRegistry, Gauge, generate_latest  # noqa: PLC0415
 
+    from ka_exporter.exposition import generate  # noqa: PLC0415
     from ka_exporter.metrics import ExporterCollector, LocalState  # noqa: PLC0415
 
     model, now, held = _filled_model()
@@ -1073,7 +1078,9 @@ def measure_metrics(seconds: float, minimum: int) -> MetricsResults:
     collector = ExporterCollector(model, None, lambda: local, lambda: now)
     ka = CollectorRegistry(auto_describe=False)
     ka.register(collector)
-    text = generate_latest(ka)
+    text = generate(ka)
+    if text != generate_latest(ka):
+        raise SystemExit("the fast exposition differs from prometheus_client's")
     samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
 
     baseline = CollectorRegistry(auto_describe=False)
@@ -1090,21 +1097,31 @@ def measure_metrics(seconds: float, minimum: int) -> MetricsResults:
     ka_ms: list[float] = []
     base_ms: list[float] = []
     collect_ms: list[float] = []
+    latest_ms: list[float] = []
     generate_latest(baseline)  # warm-up; the exporter's was rendered above
     start = time.perf_counter()
     while len(ka_ms) < minimum or (time.perf_counter() - start < seconds and len(ka_ms) < 2000):
-        # the baseline, needed for its median only, every other time
-        cases = ((ka, ka_ms), (baseline, base_ms)) if len(ka_ms) % 2 == 0 else ((ka, ka_ms),)
-        for registry, out in cases:
+        # the slow ones, needed for their medians only, every other time
+        cases: list[tuple[Callable[[], object], list[float]]] = [(lambda: generate(ka), ka_ms)]
+        if len(ka_ms) % 2 == 0:
+            cases.append((lambda: generate_latest(baseline), base_ms))
+            cases.append((lambda: generate_latest(ka), latest_ms))
+        cases.append((lambda: list(collector.collect()), collect_ms))
+        for render, out in cases:
             t = time.perf_counter()
-            generate_latest(registry)
+            render()
             out.append((time.perf_counter() - t) * 1e3)
-        t = time.perf_counter()
-        list(collector.collect())
-        collect_ms.append((time.perf_counter() - t) * 1e3)
     vrids = len(model.vrids)
     return MetricsResults(
-        model.router_count, vrids, samples, len(text), ka_ms, base_ms, baseline_size, collect_ms
+        model.router_count,
+        vrids,
+        samples,
+        len(text),
+        ka_ms,
+        base_ms,
+        baseline_size,
+        collect_ms,
+        latest_ms,
     )
 
 
@@ -1133,8 +1150,9 @@ def _header(scapy_version: str) -> str:
 
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     python = f"{platform.python_implementation()} {platform.python_version()}"
+    kernel = ".".join(platform.release().split(".")[:2])  # no build suffix
     return (
-        f"Measured {today} with {python}, scapy {scapy_version}, Linux {platform.release()},"
+        f"Measured {today} with {python}, scapy {scapy_version}, Linux {kernel},"
         f" on {cpu_model()} ({os.cpu_count()} cores)."
     )
 
@@ -1226,9 +1244,9 @@ def _ladder_report(plan: Plan, live: LiveResults) -> list[str]:
     if scrapes and held:
         scrape = _median(scrapes) / 1e3
         lines[-1] += (
-            f" A rendering holds the event loop for {scrape * 1e3:,.0f} ms, and the receive"
-            f" buffer holds {held:,} frames (below): above about {held / scrape:,.0f} adverts/s"
-            " a scrape alone makes the kernel drop."
+            f" A rendering holds the event loop for {scrape * 1e3:,.0f} ms, and the capture"
+            f" ring holds {held:,} frames (below): above about {held / scrape:,.0f} adverts/s"
+            " a scrape alone would make the kernel drop."
         )
     return lines
 
@@ -1255,12 +1273,12 @@ def _burst_report(plan: Plan, live: LiveResults) -> list[str]:
     lines += [
         "",
         f"Target: no drop in the burst: {_verdict(zero)}. With its reader stopped, the"
-        f" exporter's socket held {held:,} of {PAUSED_FRAMES:,} frames sent flat out, then the"
-        f" kernel dropped the rest: SO_RCVBUF reads {rcvbuf / 2**20:g} MiB (the kernel doubles"
-        f" the 4 MiB asked), and each queued frame is charged its whole buffer allocation,"
-        f" {rcvbuf / held if held else 0:,.0f} bytes for a {live.frame_size:.0f}-byte advert on"
-        " average. A burst is absorbed only up to that many frames plus what the reader drains"
-        " while it lasts.",
+        f" exporter's {rcvbuf / 2**20:g} MiB capture ring held {held:,} of {PAUSED_FRAMES:,}"
+        " frames sent flat out, then the kernel dropped the rest:"
+        f" {rcvbuf / held if held else 0:,.0f} bytes per frame for a"
+        f" {live.frame_size:.0f}-byte advert on average (a socket receive buffer charges each"
+        " queued frame its whole allocation, about 830 bytes). A burst is absorbed up to that"
+        " many frames plus what the reader drains while it lasts.",
     ]
     return lines
 
@@ -1277,6 +1295,8 @@ CPU_LABELS = {
 
 
 def _cpu_report(plan: Plan, live: LiveResults) -> list[str]:
+    from ka_exporter.capture import RETIRE_MS  # noqa: PLC0415
+
     runs = {"idle": [live.idle["fresh"]], **live.cpu}
     pct = {case: [100 * s.cpu / s.wall for s in steps] for case, steps in runs.items()}
     udp = [
@@ -1291,8 +1311,9 @@ def _cpu_report(plan: Plan, live: LiveResults) -> list[str]:
         " second (`advance` + `pop_events`), at which the bench driver also counts what its"
         " model saw: the first row.",
         "",
-        "| case | CPU % of one core | per round | µs per advert | frames to user space |",
-        "|---|---:|---:|---:|---:|",
+        "| case | CPU % of one core | per round | µs per advert | frames to user space |"
+        " loop wake-ups /s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for case, label in CPU_LABELS.items():
         steps = runs[case]
@@ -1308,9 +1329,14 @@ def _cpu_report(plan: Plan, live: LiveResults) -> list[str]:
             if case not in ("wake", "idle")
             else ""
         )
+        wakeups = (
+            f"{_median([s.reply['wakeups'] / s.wall for s in steps]):,.0f}"
+            if case.startswith("ka")
+            else ""
+        )
         lines.append(
             f"| {label} | {_median(pct[case]):.2f} | {_spread(pct[case], '.2f')} |"
-            f" {per_advert} | {user_space} |"
+            f" {per_advert} | {user_space} | {wakeups} |"
         )
     ka_bg, floor = _median(pct["ka+bg"]), _median(pct["wake"])
     lines += [
@@ -1323,8 +1349,12 @@ def _cpu_report(plan: Plan, live: LiveResults) -> list[str]:
         f" in user space: with UDP only, {_median(pct['ka+udp']):.2f} %, against"
         f" {_median(pct['idle']):.2f} % with no traffic, and"
         f" {max(s.packets for s in live.cpu['ka+udp']):,} UDP frames passed the kernel filter."
-        " What the adverts cost is mostly waking the event loop once for each:"
-        f" an empty callback run as often already takes {floor:.2f} % of a core on this machine.",
+        " Woken once per advert, the loop alone would cost about as much as an empty callback"
+        f" run as often, {floor:.2f} % of a core on this machine; the capture ring hands adverts"
+        " over a block at a time, at most every"
+        f" {RETIRE_MS} ms, so the loop wakes"
+        f" {_median([s.reply['wakeups'] / s.wall for s in live.cpu['ka']]):,.0f} times a second"
+        f" for {ADVERT_RATE} adverts.",
     ]
     return lines
 
@@ -1349,7 +1379,9 @@ def _memory_report(live: LiveResults) -> list[str]:
         f" {f.reply['VmRSS'] / idle_scapy.reply['VmRSS']:.2f} |",
         "",
         f"The flood added {_mib(grown)} MiB, {grown * 1024 / max(f.reply['routers'], 1):,.0f}"
-        " bytes per tracked router, the decoder's memo of 4,096 distinct messages included.",
+        " bytes per tracked router, the decoder's memo of 4,096 distinct messages included."
+        f" The capture ring, {idle_ka.reply['ring'] / 2**20:g} MiB per interface, is mapped into"
+        " the process and counts in its RSS from the start.",
     ]
 
 
@@ -1377,32 +1409,36 @@ def report_metrics(m: MetricsResults, scapy_version: str) -> str:
     ka50, ka99 = _pct(m.ka_ms, 0.5), _pct(m.ka_ms, 0.99)
     b50, b99 = _pct(m.baseline_ms, 0.5), _pct(m.baseline_ms, 0.99)
     c50, c99 = _pct(m.collect_ms, 0.5), _pct(m.collect_ms, 0.99)
-    few = len(m.ka_ms) < 100
+    g50, g99 = _pct(m.latest_ms, 0.5), _pct(m.latest_ms, 0.99)
+    few = len(m.latest_ms) < 100
     lines = [
         _header(scapy_version),
-        f"{len(m.ka_ms)} renderings of the exporter's, {len(m.baseline_ms)} of the baseline's,"
-        " interleaved, in one process with nothing else running"
-        + ("; with so few, p99 is the slowest of each." if few else "."),
+        f"{len(m.ka_ms)} renderings of the exporter's /metrics, {len(m.baseline_ms)} of the"
+        " baseline's and of prometheus_client's rendering of the exporter, interleaved, in one"
+        " process" + ("; with so few of the slow ones, their p99 is the slowest." if few else "."),
         "",
         f"Model: 4 interfaces {TIMES} 255 VRIDs {TIMES} 3 routers ({m.vrids:,} VRIDs,"
         f" {m.routers:,} routers, one master each, this host holding a router and every VIP),"
         f" rendered by `ExporterCollector` (capture=None) to {m.samples:,} samples,"
-        f" {m.size / 1024:,.0f} KiB.",
+        f" {m.size / 1024:,.0f} KiB, the same bytes both ways.",
         "",
         f"| exposition | p50 ms | p99 ms | {TIMES} baseline (p50) |",
         "|---|---:|---:|---:|",
-        f"| ka-exporter: `generate_latest` of `ExporterCollector` | {ka50:.1f} | {ka99:.1f} |"
-        f" {ka50 / b50:.2f} |",
-        f"| of which `ExporterCollector.collect()` alone | {c50:.1f} | {c99:.1f} |"
-        f" {c50 / b50:.2f} |",
+        f"| ka-exporter /metrics: `exposition.generate` | {ka50:.1f} | {ka99:.1f} |"
+        f" {ka50 / b50:.3f} |",
+        f"| of which `ExporterCollector.collect()` | {c50:.1f} | {c99:.1f} | {c50 / b50:.3f} |",
+        f"| prometheus_client `generate_latest` of the same registry | {g50:.1f} | {g99:.1f} |"
+        f" {g50 / b50:.2f} |",
         f"| `generate_latest` of a plain labelled `Gauge`, {m.samples:,} samples,"
         f" {m.baseline_size / 1024:,.0f} KiB (baseline) | {b50:.1f} | {b99:.1f} | 1.00 |",
         "",
         f"Target: p50 at most {METRICS_TARGET_MS:g} ms: {_verdict(ka50 <= METRICS_TARGET_MS)}"
-        f" ({ka50:.1f} ms). prometheus_client's own text rendering of as many samples takes"
-        f" {b50:.0f} ms here; the exporter's collect() alone, {c50:.0f} ms, is"
-        f" {c50 / METRICS_TARGET_MS:.1f}{TIMES} the target. The daemon renders on its event loop,"
-        " so capture stops for as long: see the scraped rate under Live capture.",
+        f" ({ka50:.1f} ms, {g50 / ka50:.0f}{TIMES} faster than prometheus_client's rendering of"
+        f" the same samples). About half is collect(): reading the model and pairing each value"
+        " with its cached label text; the other half writes the lines. The daemon renders on its"
+        " event loop, so capture pauses for as long; frames wait in the ring meanwhile (see the"
+        " scraped rate under Live capture). Gzip, when the scraper asks for it, is done off the"
+        " loop.",
     ]
     return "\n".join(lines)
 
@@ -1430,6 +1466,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, help="rounds (3; 1 with --quick)")
     parser.add_argument("--seed", type=int, default=1, help="synthetic stream seed (1)")
     parser.add_argument(
+        "--only",
+        choices=("live", "metrics"),
+        help="measure and write one section: live (root, ~3 min) or metrics (no network)",
+    )
+    parser.add_argument(
         "--write", type=Path, metavar="MARKDOWN", help="update this file's sections"
     )
     parser.add_argument("--role", choices=("sender", "capture", "sniff"), help=argparse.SUPPRESS)
@@ -1449,7 +1490,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             pass
         return
 
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and args.only != "metrics":
         raise SystemExit("bench.live needs root: it creates network namespaces")
     for tool in ("ip", "sysctl"):
         if shutil.which(tool) is None:
@@ -1463,24 +1504,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     import scapy  # noqa: PLC0415
 
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    try:
-        live = run_live(plan, args.seed, workdir)
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: children stopped, namespaces deleted") from None
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    _progress("/metrics latency")
-    metrics = measure_metrics(plan.metrics_seconds, plan.metrics_min)
-    live_section = report_live(plan, live, scapy.__version__)
-    metrics_section = report_metrics(metrics, scapy.__version__)
-    print(f"{live_section}\n\n{metrics_section}")
+    sections: list[tuple[str, str, str]] = []
+    if args.only != "metrics":
+        workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+        try:
+            live = run_live(plan, args.seed, workdir)
+        except KeyboardInterrupt:
+            raise SystemExit("interrupted: children stopped, namespaces deleted") from None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        sections.append((LIVE_START, LIVE_END, report_live(plan, live, scapy.__version__)))
+    if args.only != "live":
+        _progress("/metrics latency")
+        metrics = measure_metrics(plan.metrics_seconds, plan.metrics_min)
+        body = report_metrics(metrics, scapy.__version__)
+        sections.append((METRICS_START, METRICS_END, body))
+    print("\n\n".join(body for _, _, body in sections))
     print(f"\n({time.monotonic() - started:.0f} s in all)", file=sys.stderr)
     if args.write is not None:
-        write(
-            args.write,
-            [(LIVE_START, LIVE_END, live_section), (METRICS_START, METRICS_END, metrics_section)],
-        )
+        write(args.write, sections)
         print(f"wrote {args.write}", file=sys.stderr)
 
 

@@ -2,7 +2,7 @@
 
 The kernel writes the frames the filter passes into a TPACKET_V3 ring mapped into this process,
 stamped with their arrival time, and hands the ring over a block at a time: when a block is full
-or `RETIRE_MS` after its first frame. So the event loop wakes at most ~100 times a second per
+or `RETIRE_MS` after its first frame. So the event loop wakes at most ~50 times a second per
 interface however many adverts arrive, reads every frame without a system call, and a burst
 waits in the ring, which holds 5 times as many small frames as a socket receive buffer of the
 same size: a queued frame is charged its whole buffer allocation there, ~830 bytes for a 62-byte
@@ -63,7 +63,10 @@ TP_STATUS_USER = 1
 BLOCK_SIZE = 256 << 10
 BLOCKS = 192
 FRAME_SIZE = 2048  # TPACKET_V3 packs frames tightly; this only has to divide BLOCK_SIZE
-RETIRE_MS = 10  # a block with frames is handed over at most this long after the first one
+# A block with frames is handed over at most this long after its first one. Adverts keep their
+# arrival time, but reach the model up to this late: harmless while it is well under half an
+# advert interval (the model calls a master silent after 1.5), i.e. for intervals above ~40 ms.
+RETIRE_MS = 20
 # struct tpacket_block_desc: block_status at 8, num_pkts and offset_to_first_pkt after it.
 BLOCK_STATUS = 8
 # struct tpacket3_hdr up to tp_mac: next offset, seconds, nanoseconds, snaplen, len, status, mac.
