@@ -50,14 +50,25 @@ _go_float: Callable[[float], str] = floatToGoString
 _VALUE_TEXT: dict[float, str] = {i: _go_float(i) for i in range(256)}
 
 
-class Family(Metric):
-    """A metric family kept as rows; `samples` is built only for other readers of the registry."""
+Rows = list[tuple[LabelSet, float]]
+# family name -> the rows last rendered and their text, kept by the collector across scrapes
+TextCache = dict[str, tuple[Rows, str]]
 
-    def __init__(self, name: str, documentation: str, kind: str) -> None:
+
+class Family(Metric):
+    """A metric family kept as rows; `samples` is built only for other readers of the registry.
+
+    With a cache, a family whose rows equal those of the last scrape (the same label sets, equal
+    values) is not written again: between two scrapes most values (priorities, flags, counts of
+    rare events) stay the same, and comparing is ten times cheaper than formatting.
+    """
+
+    def __init__(self, name: str, documentation: str, kind: str, cache: TextCache | None = None):
         super().__init__(name, documentation, kind)
         suffix = "_total" if kind == "counter" else "_info" if kind == "info" else ""
         self.sample_name = name + suffix
-        self.rows: list[tuple[LabelSet, float]] = []
+        self.rows: Rows = []
+        self.cache = cache
 
     @property
     def samples(self) -> list[Sample]:
@@ -70,6 +81,10 @@ class Family(Metric):
             raise TypeError("a Family's samples are its rows")
 
     def text(self) -> str:
+        if self.cache is not None:
+            rows, text = self.cache.get(self.name, (None, ""))
+            if rows == self.rows:  # equal values have equal text (there is no -0.0 here)
+                return text
         name = self.sample_name
         kind = "gauge" if self.type == "info" else self.type
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
@@ -78,7 +93,10 @@ class Family(Metric):
         lines = [
             f"{name}{labels.text} {get(value) or go_float(value)}\n" for labels, value in self.rows
         ]
-        return head + "".join(lines)
+        text = head + "".join(lines)
+        if self.cache is not None:
+            self.cache[self.name] = (self.rows, text)
+        return text
 
 
 class _Metrics(Collector):

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from ka_exporter import __version__
 from ka_exporter.capture import Capture
-from ka_exporter.exposition import NO_LABELS, Family, LabelSet
+from ka_exporter.exposition import NO_LABELS, Family, LabelSet, TextCache
 from ka_exporter.model import MISMATCH_FIELDS, Model, Segment, VridKey, VridView
 from ka_exporter.ownership import ownership
 
@@ -110,8 +110,10 @@ class LocalState:
 class Families:
     """Metric families by name, filled in any order, yielded in definition order."""
 
-    def __init__(self) -> None:
-        self._families = {name: Family(name, doc, kind) for name, (kind, doc) in METRICS.items()}
+    def __init__(self, cache: TextCache | None = None) -> None:
+        self._families = {
+            name: Family(name, doc, kind, cache) for name, (kind, doc) in METRICS.items()
+        }
 
     def add(self, name: str, labels: LabelSet, value: float) -> None:
         self._families[name].rows.append((labels, value))
@@ -171,6 +173,7 @@ class ExporterCollector(Collector):
         self.local = local
         self.clock = clock
         self._labels: dict[VridKey, VridLabels] = {}
+        self._texts: TextCache = {}
 
     def _vrid_labels(self, views: list[VridView]) -> list[VridLabels]:
         """Cached label sets per view; dropped with their VRID, rebuilt when routers or VIPs
@@ -186,7 +189,7 @@ class ExporterCollector(Collector):
         return out
 
     def collect(self) -> Iterator[Family]:
-        f = Families()
+        f = Families(self._texts)
         add = f.add
         local = self.local()
         expected = local.expected

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
 from ka_exporter import web
-from ka_exporter.exposition import Family, LabelSet, generate
+from ka_exporter.exposition import Family, LabelSet, TextCache, generate
 from ka_exporter.metrics import ExporterCollector, LocalState
 from ka_exporter.model import Model
 from ka_exporter.pcap import read
@@ -90,6 +90,25 @@ class OneFamily:
 
     def collect(self) -> list[Family]:
         return [self.family]
+
+
+def test_unchanged_families_are_not_written_again() -> None:
+    """The cache answers only for rows equal to the last ones: same label sets, equal values."""
+    cache: TextCache = {}
+    eth0, eth1 = LabelSet({"interface": "eth0"}), LabelSet({"interface": "eth1"})
+
+    def text(*rows: tuple[LabelSet, float]) -> str:
+        family = Family("ka_test", "Cached.", "gauge", cache)
+        family.rows.extend(rows)
+        return family.text()
+
+    first = text((eth0, 1), (eth1, 0))
+    assert text((eth0, True), (eth1, 0.0)) is first
+    second = text((eth0, 2), (eth1, 0))
+    assert second == first.replace("} 1.0", "} 2.0")
+    relabelled = text((LabelSet({"interface": "eth0"}), 2), (eth1, 0))
+    assert relabelled == second and relabelled is not second
+    assert text() == "# HELP ka_test Cached.\n# TYPE ka_test gauge\n"
 
 
 @pytest.mark.parametrize(
