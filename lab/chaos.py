@@ -16,7 +16,8 @@ slowest Master_Down_Interval + 1 s, then compares, for every VRID:
 
 The comparison is retried for up to two advert intervals before a mismatch is recorded: the
 exporter lags keepalived by design (a master that went quiet stays acting for 1.5 intervals,
-split-brain is debounced for 2).
+split-brain is debounced for 2). While waiting, both sides are sampled every WATCH seconds: an
+exporter that shows a split-brain keepalived never had in the window is a mismatch too.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ MAX_AGE = 3  # faults a partition, a stopped node or a downed link lasts at most
 GRACE_INTERVALS = 2.0  # retrying the comparison this many advert intervals past the wait
 SETTLE_MARGIN = 1.0  # seconds over the slowest Master_Down_Interval before comparing
 BASELINE_GRACE = 10.0  # seconds for the first election and the exporter's first look
-POLL = 0.1
+POLL = 0.1  # seconds between comparisons in the grace
+WATCH = 0.2  # seconds between samples while waiting: a split-brain lasts 2 intervals at least
 
 
 class Kind(enum.StrEnum):
@@ -263,16 +265,31 @@ class Result:
     seconds: float  # from the fault to the final comparison
     attempts: int  # comparisons made after the wait
     checks: tuple[Check, ...]
+    false_alarms: frozenset[int] = frozenset()  # VRIDs shown split-brain that never were
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.checks)
+        return all(check.ok for check in self.checks) and not self.false_alarms
+
+
+def false_alarms(samples: Iterable[Sequence[Check]], carried: frozenset[int]) -> frozenset[int]:
+    """VRIDs the exporter called split-brain in some sample of a fault's window although more
+    than one master was expected in none of them, nor at the end of the window before
+    (`carried`: the exporter's split-brain rightly lingers a moment after a real one ends).
+    A real one lasts the exporter's 2-interval debounce at least, so sampling catches it."""
+    flagged, real = set(), set(carried)
+    for checks in samples:
+        flagged |= {c.vrid for c in checks if c.split_brain}
+        real |= {c.vrid for c in checks if len(c.expected) > 1}
+    return frozenset(flagged - real)
 
 
 def row(result: Result) -> str:
     """One line of the per-fault table."""
     cells = "  ".join(f"{c.vrid}: {c.describe():<10}" for c in result.checks)
     verdict = "ok" if result.ok else "MISMATCH"
+    if result.false_alarms:
+        verdict += " false split-brain in " + ", ".join(map(str, sorted(result.false_alarms)))
     fault = str(result.fault) if result.fault else "baseline"
     return f"{result.index:3}  {fault:<18} {result.seconds:5.1f} s  {cells}  {verdict}"
 
@@ -303,6 +320,7 @@ class _Chaos:
         )
         self.grace = GRACE_INTERVALS * advert
         self.offsets: dict[int, int] = {}  # FIFO lines written before each node's keepalived
+        self.carried: frozenset[int] = frozenset()  # VRIDs split at the last comparison
         self.addresses: dict[str, int] = {}
         for n in lab.nodes:
             self.addresses[host_ipv4(node_host(n))] = n
@@ -366,16 +384,24 @@ class _Chaos:
     def settle(
         self, index: int, fault: Fault | None, since: float, wait: float, grace: float
     ) -> Result:
-        """Waits, then compares until everything agrees or the grace is over."""
-        time.sleep(max(0.0, since + wait - time.monotonic()))
+        """Watches for false split-brains while waiting, then compares until everything
+        agrees or the grace is over."""
+        samples = []
+        while time.monotonic() < since + wait:
+            samples.append(self.compare())
+            time.sleep(min(WATCH, max(0.0, since + wait - time.monotonic())))
         deadline = time.monotonic() + grace
         attempts = 0
         while True:
             checks = self.compare()
+            samples.append(checks)
             attempts += 1
             if all(c.ok for c in checks) or time.monotonic() >= deadline:
-                return Result(index, fault, time.monotonic() - since, attempts, checks)
+                break
             time.sleep(POLL)
+        alarms = false_alarms(samples, self.carried)
+        self.carried = frozenset(c.vrid for c in checks if len(c.expected) > 1)
+        return Result(index, fault, time.monotonic() - since, attempts, checks, alarms)
 
 
 def run(
