@@ -6,7 +6,7 @@ or `RETIRE_MS` after its first frame. So the event loop wakes at most ~50 times 
 interface however many adverts arrive, reads every frame without a system call, and a burst
 waits in the ring, which holds 5 times as many small frames as a socket receive buffer of the
 same size: a queued frame is charged its whole buffer allocation there, ~830 bytes for a 62-byte
-advert, and takes ~164 bytes in the ring (measured: docs/benchmarks.md, Burst). Sockets are
+advert, and takes ~160 bytes in the ring (measured: docs/benchmarks.md, Burst). Sockets are
 read by the loop's reader callbacks, never by threads. Frames this host sends are seen too,
 which on a unicast node is the only way to see its own adverts.
 """
