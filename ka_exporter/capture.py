@@ -3,12 +3,13 @@
 The kernel writes the frames the filter passes into a TPACKET_V3 ring mapped into this process,
 stamped with their arrival time, and hands the ring over a block at a time: when a block is full
 or `RETIRE_MS` after its first frame. So the event loop wakes at most ~50 times a second per
-interface however many adverts arrive, reads every frame without a system call, and a burst
-waits in the ring, which holds 5 times as many small frames as a socket receive buffer of the
-same size: a queued frame is charged its whole buffer allocation there, ~830 bytes for a 62-byte
-advert, and takes ~160 bytes in the ring (measured: docs/benchmarks.md, Burst). Sockets are
-read by the loop's reader callbacks, never by threads. Frames this host sends are seen too,
-which on a unicast node is the only way to see its own adverts.
+interface at usual advert rates, and once per ~1,600 adverts under a flood; it reads every frame
+without a system call; and a burst waits in the ring, which holds 5 times as many small frames
+as a socket receive buffer of the same size: a queued frame is charged its whole buffer
+allocation there, ~830 bytes for a 62-byte advert, and takes ~160 bytes in the ring (measured:
+docs/benchmarks.md, Burst). Sockets are read by the loop's reader callbacks, never by threads.
+Frames this host sends are seen too, which on a unicast node is the only way to see its own
+adverts.
 """
 
 from __future__ import annotations
