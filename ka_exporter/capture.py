@@ -203,6 +203,19 @@ class Capture:
             tap.read_statistics()
         return list(self.taps.values())
 
+    def horizon(self, now: float) -> float:
+        """How far the model may be advanced: `now`, or the arrival time of the oldest frame
+        handed over and not yet read. Past it, a master whose adverts still wait in a ring (a
+        flood, a long scrape) would look silent and be called lost."""
+        oldest = now
+        for tap in self.taps.values():
+            ring, base = tap.ring.ring, tap.ring.block * BLOCK_SIZE
+            status, count, offset = struct.unpack_from("III", ring, base + BLOCK_STATUS)
+            if status & TP_STATUS_USER and count:
+                _, seconds, nanoseconds = struct.unpack_from("III", ring, base + offset)
+                oldest = min(oldest, seconds + nanoseconds * 1e-9)
+        return oldest
+
     def _drain(self, tap: Tap) -> None:
         """Reads one block, if the kernel has handed one over, and gives it back. More waiting
         blocks keep the socket readable, so the loop calls again after its other work."""

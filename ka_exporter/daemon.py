@@ -79,7 +79,9 @@ class Daemon:
         self.capture = Capture(self.model, asyncio.get_running_loop())
         self.watchers = {ns: Watcher(ns, self._on_link) for ns in ("", *settings.netns)}
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ExporterCollector(self.model, self.capture, self.local, time.time))
+        self.registry.register(
+            ExporterCollector(self.model, self.capture, self.local, self.model_time)
+        )
         self.registry.register(ProcessCollector(registry=None))
         self.stopping = asyncio.Event()
         self.started = False
@@ -94,7 +96,9 @@ class Daemon:
             self.peers = PeerWatch(
                 settings.peers,
                 PeerState(socket.gethostname(), cluster),
-                lambda: local_claims(self.model.snapshot(time.time()), self.local().addresses),
+                lambda: local_claims(
+                    self.model.snapshot(self.model_time()), self.local().addresses
+                ),
                 self._alert,
                 time.time,
             )
@@ -107,11 +111,15 @@ class Daemon:
             expected=self.expected,
         )
 
+    def model_time(self) -> float:
+        """Now, as far as the capture has been read: the model's clock."""
+        return self.capture.horizon(time.time())
+
     def ready(self) -> bool:
         return bool(self.capture.taps) and all(w.up for w in self.watchers.values())
 
     def status_page(self) -> str:
-        now = time.time()
+        now = self.model_time()
         return status.render(
             self.model.snapshot(now),
             self.local().addresses,
@@ -216,7 +224,7 @@ class Daemon:
 
     async def _tick(self) -> None:
         while True:
-            now = time.time()
+            now = self.model_time()
             self.model.advance(now)
             events = self.model.pop_events()
             for event in events:
