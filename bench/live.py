@@ -79,6 +79,7 @@ METRICS_TARGET_MS = 20.0  # /metrics p50 for 255 VRIDs x 3 routers x 4 interface
 BACKGROUND_PPS = 100_000
 ADVERT_RATE = 500  # adverts/s during the CPU measurement
 PAUSED_FRAMES = 400_000  # sent with the exporter's reader stopped, to see what the ring holds
+BURST_RING = 48 << 20  # --capture.ring-size for the burst target; the default is 8 MiB
 FLOOD_FRAMES = 6_144  # distinct spoofed routers, above the 4096 cap
 FLOOD_RATE = 20_000
 
@@ -279,12 +280,13 @@ async def _capture_session(
     """One measurement: a fresh Capture and Model on eth0, until the count, idleness, the
     window or (paused) the parent's "stop". With `wake`, no socket at all: an empty callback
     `wake` times a second, the floor of an asyncio process woken that often."""
-    from ka_exporter.capture import BLOCK_SIZE, BLOCKS, Capture  # noqa: PLC0415
+    from ka_exporter.capture import DEFAULT_RING_SIZE, Capture  # noqa: PLC0415
     from ka_exporter.model import Model, Segment  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     model = Model()
-    capture = Capture(model, loop)
+    ring = int(cmd.get("ring", DEFAULT_RING_SIZE))
+    capture = Capture(model, loop, ring)
     segment = Segment(IFACE)
     expect, window, idle = int(cmd["expect"]), float(cmd["window"]), float(cmd["idle"])
     wake, scrape_at = float(cmd.get("wake", 0)), float(cmd.get("scrape_at", 0))
@@ -296,7 +298,7 @@ async def _capture_session(
         if not wake:
             capture.open(segment)
             tap = capture.taps[segment]
-            rcvbuf = BLOCK_SIZE * BLOCKS
+            rcvbuf = ring
             if cmd["paused"]:  # the ring fills, nobody reads it, until the parent says "stop"
                 loop.remove_reader(tap.ring.sock.fileno())
                 stop_line = asyncio.ensure_future(lines.readline())
@@ -345,7 +347,7 @@ async def _capture_session(
             "packets": packets,
             "drops": drops,
             "rcvbuf": rcvbuf,
-            "ring": BLOCK_SIZE * BLOCKS,
+            "ring": ring,
             "wakeups": wakeups,
             "rx_packets": _link("rx_packets") - rx,
             "rx_dropped": _link("rx_dropped") - rx_dropped,
@@ -843,6 +845,7 @@ class Bench:
             window=window,
             max_seconds=20.0,
             expect=n,
+            extra={"ring": BURST_RING},
         )
 
     def cpu(self, case: str) -> Step:
@@ -1005,6 +1008,7 @@ def run_live(plan: Plan, seed: int, workdir: Path) -> LiveResults:
             expect=0,
             idle=0,
             paused=True,
+            extra={"ring": BURST_RING},
         )
         sender_max = [s.send_rate for steps in bursts.values() for s in steps]
     size = statistics.mean(len(f) for f in sets["site"])
@@ -1269,6 +1273,8 @@ def _ladder_report(plan: Plan, live: LiveResults) -> list[str]:
 
 
 def _burst_report(plan: Plan, live: LiveResults) -> list[str]:
+    from ka_exporter.capture import DEFAULT_RING_SIZE  # noqa: PLC0415
+
     lines = [
         f"**Burst**: {plan.burst:,} adverts sent as fast as the sender can"
         f" ({_median([s.send_rate for s in live.bursts['ka']]):,.0f} frames/s, median).",
@@ -1289,13 +1295,16 @@ def _burst_report(plan: Plan, live: LiveResults) -> list[str]:
     rcvbuf = int(p.reply["rcvbuf"])
     lines += [
         "",
-        f"Target: no drop in the burst: {_verdict(zero)}. With its reader stopped, the"
+        f"Target: no drop in the burst: {_verdict(zero)}, with `--capture.ring-size"
+        f" {BURST_RING >> 20}MiB`. With its reader stopped, the"
         f" exporter's {rcvbuf / 2**20:g} MiB capture ring held {held:,} of {PAUSED_FRAMES:,}"
         " frames sent flat out, then the kernel dropped the rest:"
         f" {rcvbuf / held if held else 0:,.0f} bytes per frame for a"
         f" {live.frame_size:.0f}-byte advert on average (a socket receive buffer charges each"
         " queued frame its whole allocation, about 830 bytes). A burst is absorbed up to that"
-        " many frames plus what the reader drains while it lasts.",
+        " many frames plus what the reader drains while it lasts; the default ring,"
+        f" {DEFAULT_RING_SIZE >> 20} MiB, holds about"
+        f" {held * DEFAULT_RING_SIZE // rcvbuf if rcvbuf else 0:,}.",
     ]
     return lines
 

@@ -58,11 +58,12 @@ PACKET_VERSION = 10
 TPACKET_V3 = 2
 SO_ATTACH_FILTER = 26
 TP_STATUS_USER = 1
-# The ring: 48 MiB, ~300k small adverts even if none is read meanwhile. Blocks of 256 KiB: one
-# is handed over per wake-up, ~1,600 adverts, so a flood holds the event loop ~10 ms at a time;
-# they are also small enough to allocate on a fragmented host.
+# The ring, per interface: 8 MiB by default (--capture.ring-size), ~50k small adverts even if
+# none is read meanwhile, far beyond what keepalived sends; its pages count in the process's
+# RSS. Blocks of 256 KiB: one is handed over per wake-up, ~1,600 adverts, so a flood holds the
+# event loop ~10 ms at a time; they are also small enough to allocate on a fragmented host.
 BLOCK_SIZE = 256 << 10
-BLOCKS = 192
+DEFAULT_RING_SIZE = 8 << 20
 FRAME_SIZE = 2048  # TPACKET_V3 packs frames tightly; this only has to divide BLOCK_SIZE
 # A block with frames is handed over at most this long after its first one. Adverts keep their
 # arrival time, but reach the model up to this late: harmless while it is well under half an
@@ -103,7 +104,7 @@ def check_privilege() -> None:
         raise PrivilegeError(_NO_CAPABILITY) from None
 
 
-def open_socket(interface: str, netns: str = "") -> Ring:
+def open_socket(interface: str, netns: str = "", ring_size: int = DEFAULT_RING_SIZE) -> Ring:
     """A filtered packet socket on `interface` inside `netns` ("" = ours), with its ring mapped.
 
     Created with protocol 0, which receives nothing until bound, so no unfiltered frame slips
@@ -122,9 +123,10 @@ def open_socket(interface: str, netns: str = "") -> Ring:
     try:
         attach_filter(sock)
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        request = (BLOCK_SIZE, BLOCKS, FRAME_SIZE, BLOCK_SIZE // FRAME_SIZE * BLOCKS, RETIRE_MS)
+        blocks = max(1, ring_size // BLOCK_SIZE)
+        request = (BLOCK_SIZE, blocks, FRAME_SIZE, BLOCK_SIZE // FRAME_SIZE * blocks, RETIRE_MS)
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, struct.pack("7I", *request, 0, 0))
-        ring = mmap.mmap(sock.fileno(), BLOCK_SIZE * BLOCKS)
+        ring = mmap.mmap(sock.fileno(), BLOCK_SIZE * blocks)
         sock.bind((interface, ETH_P_ALL))
         sock.setblocking(False)
     except OSError as exc:
@@ -133,7 +135,7 @@ def open_socket(interface: str, netns: str = "") -> Ring:
         sock.close()
         where = f" in network namespace {netns}" if netns else ""
         raise CaptureError(f"cannot capture on {interface}{where}: {exc.strerror}") from None
-    return Ring(sock, ring)
+    return Ring(sock, ring, blocks)
 
 
 @dataclass(slots=True)
@@ -143,6 +145,7 @@ class Ring:
 
     sock: socket.socket
     ring: mmap.mmap
+    blocks: int
     block: int = 0
 
     def close(self) -> None:
@@ -169,7 +172,10 @@ class Tap:
 class Capture:
     """The set of open taps, fed to one model."""
 
-    def __init__(self, model: Model, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, model: Model, loop: asyncio.AbstractEventLoop, ring_size: int = DEFAULT_RING_SIZE
+    ) -> None:
+        self.ring_size = ring_size
         self.model = model
         self.loop = loop
         self.taps: dict[Segment, Tap] = {}
@@ -179,7 +185,7 @@ class Capture:
         if segment in self.taps:
             return
         try:
-            ring = open_socket(segment.interface, segment.netns)
+            ring = open_socket(segment.interface, segment.netns, self.ring_size)
         except CaptureError:
             self.failed.add(segment)
             raise
@@ -236,4 +242,4 @@ class Capture:
             ingest(segment, seconds + nanoseconds * 1e-9, ring[start : start + length], ethernet)
             offset += step
         struct.pack_into("I", ring, base + BLOCK_STATUS, 0)  # TP_STATUS_KERNEL: back to it
-        tap.ring.block = (tap.ring.block + 1) % BLOCKS
+        tap.ring.block = (tap.ring.block + 1) % tap.ring.blocks

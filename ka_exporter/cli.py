@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from ka_exporter import analyze, daemon, pcap, version, web, webconfig
+from ka_exporter import analyze, capture, daemon, pcap, version, web, webconfig
 from ka_exporter.model import ModelConfig
 from ka_exporter.notify import config as notify_config
 from ka_exporter.notify.peers import metrics_url
@@ -163,6 +163,21 @@ def telemetry_path(text: str) -> str:
     return text
 
 
+SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def ring_size(text: str) -> int:
+    """Bytes, with an optional KiB/MiB/GiB unit; whole 256 KiB blocks, up to 1 GiB."""
+    number, unit = text.rstrip("BKMGi"), text[len(text.rstrip("BKMGi")) :] or "B"
+    try:
+        size = int(number) * SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size like 8MiB: {text!r}") from None
+    if not capture.BLOCK_SIZE <= size <= SIZE_UNITS["GiB"] or size % capture.BLOCK_SIZE:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 256KiB up to 1GiB: {text!r}")
+    return size
+
+
 def ip_address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
@@ -232,6 +247,12 @@ def exporter_main(argv: Sequence[str]) -> int:
         help="another host's exporter, http(s)://host:port (repeatable); two hosts claiming "
         "master of one VRID is split-brain even when VRRP between them is blocked",
     )
+    parser.flag(
+        "capture.ring-size",
+        type=ring_size,
+        default=capture.DEFAULT_RING_SIZE,
+        help="capture ring per interface, held in memory (default 8MiB, ~50k adverts of burst)",
+    )
     add_model_flags(parser)
     args = parser.parse_args(argv)
     notify = None
@@ -254,6 +275,7 @@ def exporter_main(argv: Sequence[str]) -> int:
         notify=notify,
         expected_peers=tuple(getattr(args, "vrrp.expected_peer")),
         peers=tuple(args.peer),
+        ring_size=getattr(args, "capture.ring_size"),
     )
     try:
         asyncio.run(daemon.run(settings))

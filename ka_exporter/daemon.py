@@ -20,7 +20,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from ka_exporter import __version__, privilege, status, web
-from ka_exporter.capture import Capture, CaptureError, PrivilegeError, check_privilege
+from ka_exporter.capture import (
+    DEFAULT_RING_SIZE,
+    Capture,
+    CaptureError,
+    PrivilegeError,
+    check_privilege,
+)
 from ka_exporter.metrics import ExporterCollector, LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
 from ka_exporter.netlink import Watcher, check_netns
@@ -52,6 +58,7 @@ class Settings:
     notify: NotifyConfig | None = None  # alert on our own events through these sinks
     expected_peers: tuple[str, ...] = ()  # any other VRRP source is an unknown router
     peers: tuple[str, ...] = ()  # other exporters whose master claims we compare with ours
+    ring_size: int = DEFAULT_RING_SIZE  # bytes of capture ring per interface
 
 
 def selected(segment: Segment, patterns: tuple[str, ...]) -> bool:
@@ -76,7 +83,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model = Model(settings.model)
-        self.capture = Capture(self.model, asyncio.get_running_loop())
+        self.capture = Capture(self.model, asyncio.get_running_loop(), settings.ring_size)
         self.watchers = {ns: Watcher(ns, self._on_link) for ns in ("", *settings.netns)}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
