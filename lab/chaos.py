@@ -36,7 +36,7 @@ from lab.config import Flavour, Instance, double_master
 from lab.exporter import NsExporter
 from lab.lab import Lab
 
-MAX_AGE = 3  # faults a partition, a stopped node or a downed link lasts at most
+MAX_AGE = 3  # faults a partition, a stopped node, a downed link or a firewall lasts at most
 GRACE_INTERVALS = 2.0  # retrying the comparison this many advert intervals past the wait
 SETTLE_MARGIN = 1.0  # seconds over the slowest Master_Down_Interval before comparing
 BASELINE_GRACE = 10.0  # seconds for the first election and the exporter's first look
