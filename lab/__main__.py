@@ -118,6 +118,7 @@ def _chaos(seed: int, faults: int, advert_int: float, keep: bool, flags: list[st
         report=lambda result: print(chaos.row(result), flush=True),
         keep_dir=keep,
         exporter_args=flags,
+        opened=lambda lab: print(f"lab {lab.prefix}, files in {lab.workdir}", flush=True),
     )
     print(chaos.summary(results, time.monotonic() - started))
     return all(result.ok for result in results)

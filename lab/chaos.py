@@ -412,10 +412,11 @@ def run(
     report: Callable[[Result], None] | None = None,
     keep_dir: bool = False,
     exporter_args: Sequence[str] = (),
+    opened: Callable[[Lab], None] | None = None,
 ) -> list[Result]:
     """Runs `faults` seeded faults against a fresh lab; one result per fault after the
     baseline (index 0). `report` sees each result as it comes; `exporter_args` are further
-    ka-exporter flags (model settings, say)."""
+    ka-exporter flags (model settings, say); `opened` sees the lab once it is up."""
     instances = cluster(advert_int)
     plan = schedule(seed, faults, instances)
     results: list[Result] = []
@@ -426,6 +427,8 @@ def run(
             report(result)
 
     with Lab(instances, keep_dir=keep_dir) as lab:
+        if opened is not None:
+            opened(lab)
         chaos = _Chaos(lab, instances, exporter_args)
         record(chaos.settle(0, None, time.monotonic(), chaos.wait, BASELINE_GRACE))
         for index, fault in enumerate(plan, 1):
