@@ -297,10 +297,12 @@ def row(result: Result) -> str:
 def summary(results: Sequence[Result], seconds: float) -> str:
     faults = [r for r in results if r.fault is not None]
     bad = [r for r in results if not r.ok]
+    retried = sum(1 for r in faults if r.ok and r.attempts > 1)
     kinds = Counter(str(r.fault.kind) for r in faults if r.fault is not None)
     mix = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
     return (
-        f"{len(faults)} faults, {len(bad)} with a mismatch, {seconds:.0f} s\nfaults by kind: {mix}"
+        f"{len(faults)} faults, {len(bad)} with a mismatch, {seconds:.0f} s; "
+        f"{retried} agreed only in the grace\nfaults by kind: {mix}"
     )
 
 

@@ -175,8 +175,11 @@ def test_row_and_summary_name_the_mismatch() -> None:
     assert "sigkill n1" in chaos.row(good)
     assert chaos.row(bad).endswith("MISMATCH")
     assert "n2 != exporter n1" in chaos.row(bad)
-    text = chaos.summary([good, bad], 9.2)
-    assert text.startswith("2 faults, 1 with a mismatch, 9 s")
+    late = chaos.Result(
+        3, Fault(Kind.PARTITION), 5.6, 4, (check({1, 2}, {"192.0.2.11", "192.0.2.12"}, True),)
+    )
+    text = chaos.summary([good, bad, late], 9.2)
+    assert text.startswith("3 faults, 1 with a mismatch, 9 s; 1 agreed only in the grace")
 
 
 def test_instances_are_the_double_master_pair_and_an_ipv6_vrid() -> None:
