@@ -1,5 +1,6 @@
-"""Chaos against ground truth (`lab/chaos.py`): the pure parts without a lab, and one short
-seeded run of real faults on real keepalived, the exporter checked against keepalived's FIFO."""
+"""Chaos against ground truth (`lab/chaos.py`): the pure parts without a lab, one short seeded
+run of real faults on real keepalived, the exporter checked against keepalived's FIFO, and two
+negative controls that show the check fails when the exporter is wrong."""
 
 from __future__ import annotations
 
@@ -194,11 +195,16 @@ def test_instances_are_the_double_master_pair_and_an_ipv6_vrid() -> None:
 # -- the real thing ------------------------------------------------------------------------------
 
 
-@pytest.mark.lab
-@pytest.mark.usefixtures("lab_host")
-def test_seeded_faults_on_real_keepalived_never_disagree_with_the_fifo() -> None:
+@pytest.fixture
+def chaos_host(lab_host: None) -> None:
+    """Skips unless a lab can run here and curl can read the exporter."""
     if shutil.which("curl") is None:
         pytest.skip("not installed: curl")
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("chaos_host")
+def test_seeded_faults_on_real_keepalived_never_disagree_with_the_fifo() -> None:
     results = chaos.run(LAB_SEED, LAB_FAULTS, advert_int=0.5)
     assert [r.fault for r in results[1:]] == chaos.schedule(LAB_SEED, LAB_FAULTS, INSTANCES)
     table = "\n".join(chaos.row(r) for r in results)
@@ -209,12 +215,10 @@ def test_seeded_faults_on_real_keepalived_never_disagree_with_the_fifo() -> None
 
 
 @pytest.mark.lab
-@pytest.mark.usefixtures("lab_host")
+@pytest.mark.usefixtures("chaos_host")
 def test_the_run_catches_an_exporter_that_disagrees() -> None:
     """The negative control: an exporter told to wait 8 intervals before calling two masters
     split-brain is still silent when the check gives up after a partition."""
-    if shutil.which("curl") is None:
-        pytest.skip("not installed: curl")
     seed = 9
     assert chaos.schedule(seed, 1, INSTANCES) == [Fault(Kind.PARTITION)]
     results = chaos.run(seed, 1, advert_int=0.5, exporter_args=["--vrrp.split-brain-debounce", "8"])
@@ -227,13 +231,11 @@ def test_the_run_catches_an_exporter_that_disagrees() -> None:
 
 
 @pytest.mark.lab
-@pytest.mark.usefixtures("lab_host")
+@pytest.mark.usefixtures("chaos_host")
 def test_the_run_catches_a_split_brain_that_never_was() -> None:
     """The other negative control: with almost no debounce the exporter calls the brief overlap
     of a preemption split-brain (n1, lowered, loses VRID 10 to n2) while keepalived never had
     two masters; the masters themselves still agree."""
-    if shutil.which("curl") is None:
-        pytest.skip("not installed: curl")
     seed = 10
     assert chaos.schedule(seed, 1, INSTANCES) == [Fault(Kind.PRIORITY, 1)]
     results = chaos.run(
