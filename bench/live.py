@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ka_exporter.capture import DEFAULT_RING_SIZE
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -280,7 +282,7 @@ async def _capture_session(
     """One measurement: a fresh Capture and Model on eth0, until the count, idleness, the
     window or (paused) the parent's "stop". With `wake`, no socket at all: an empty callback
     `wake` times a second, the floor of an asyncio process woken that often."""
-    from ka_exporter.capture import DEFAULT_RING_SIZE, Capture  # noqa: PLC0415
+    from ka_exporter.capture import Capture  # noqa: PLC0415
     from ka_exporter.model import Model, Segment  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -1261,20 +1263,20 @@ def _ladder_report(plan: Plan, live: LiveResults) -> list[str]:
         f" {_verdict(ka_best >= RATE_TARGET)} ({ka_best:,.0f}/s; with a scrape during the step,"
         f" {_median(best['ka+scrape']):,.0f}/s).",
     ]
-    held = live.paused.packets - live.paused.drops
+    # what the default ring holds, scaled from the paused measurement of the burst's ring
+    held = (live.paused.packets - live.paused.drops) * DEFAULT_RING_SIZE // BURST_RING
     if scrapes and held:
         scrape = _median(scrapes) / 1e3
         lines[-1] += (
-            f" A rendering holds the event loop for {scrape * 1e3:,.0f} ms, and the capture"
-            f" ring holds {held:,} frames (below): above about {held / scrape:,.0f} adverts/s"
+            f" A rendering holds the event loop for {scrape * 1e3:,.0f} ms, and the default"
+            f" capture ring holds about {held:,} frames (below): above about"
+            f" {held / scrape:,.0f} adverts/s"
             " a scrape alone would make the kernel drop."
         )
     return lines
 
 
 def _burst_report(plan: Plan, live: LiveResults) -> list[str]:
-    from ka_exporter.capture import DEFAULT_RING_SIZE  # noqa: PLC0415
-
     lines = [
         f"**Burst**: {plan.burst:,} adverts sent as fast as the sender can"
         f" ({_median([s.send_rate for s in live.bursts['ka']]):,.0f} frames/s, median).",
