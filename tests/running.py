@@ -17,12 +17,17 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def ready(port: int, path: str = "/-/ready") -> bool:
@@ -32,3 +37,12 @@ def ready(port: int, path: str = "/-/ready") -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    """The page a server on loopback serves at `path`, or "" if it does not answer (yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""

@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from scapy.utils import rdpcap
 from lab import Lab, double_master, wait_for
 from tests.lab_fixtures import MakeLab
 from tests.notify_servers import Receiver, free_port
+from tests.running import process, ready
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "deploy" / "keepalived"
@@ -95,27 +95,12 @@ def notify_daemon(config: Path, *extra: str) -> Iterator[None]:
     port = free_port()
     argv = [str(BIN / "ka-notify"), "daemon", "--config", str(config), *extra]
     argv += ["--web.listen-address", f"127.0.0.1:{port}"]
-    with config.with_suffix(".log").open("ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: proc.poll() is not None or up(port), 10, what="ka-notify daemon")
+    with process(argv, config.with_suffix(".log")) as proc:
+        wait_for(
+            lambda: proc.poll() is not None or ready(port, "/metrics"), 10, what="ka-notify daemon"
+        )
         assert proc.poll() is None, config.with_suffix(".log").read_text()
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def masters(receiver: Receiver) -> set[tuple[str, str]]:

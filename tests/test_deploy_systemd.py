@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import urllib.request
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from lab import wait_for
 from tests.notify_servers import free_port
+from tests.running import scrape, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "deploy" / "systemd"
@@ -204,23 +204,6 @@ def test_netns_needs_the_dropin_and_works_with_it(wire: tuple[str, str]) -> None
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 INSTALL_DOC = ROOT / "docs" / "install.md"

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from lab import netns, wait_for
+from tests.running import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -251,9 +252,4 @@ def test_runs_as_nobody_with_net_raw_and_passes_its_healthcheck(
         assert int(status["CapAmb"], 16) == 0 and int(status["CapInh"], 16) == 0
         assert status["NoNewPrivs"].strip() == "1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -23,7 +23,7 @@ import pytest
 from lab import Flavour, Instance, wait_for
 from tests.lab_fixtures import MakeLab
 from tests.notify_servers import Receiver, alertmanager, free_port, make_pki, smtp_server
-from tests.running import process
+from tests.running import process, scrape
 
 BIN = Path(sys.executable).parent
 VRID = Instance(51, Flavour.V3, advert_int=0.5)  # n1 priority 150, n2 priority 100
@@ -59,14 +59,6 @@ def daemon(config: Path, logs: Path, *extra: str) -> Iterator[subprocess.Popen[b
         yield proc
 
 
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            return str(r.read().decode())
-    except OSError:
-        return ""
-
-
 def alerts_at(receiver: Receiver) -> list[dict[str, str]]:
     """Labels and status of every notification the webhook received once or more, in order."""
     with receiver.lock:
@@ -81,6 +73,12 @@ def alerts_at(receiver: Receiver) -> list[dict[str, str]]:
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def split_brain_at(am: str) -> bool:
+    """Whether Alertmanager shows a peer split-brain alert as active (resolved ones it hides)."""
+    with urllib.request.urlopen(f"{am}/api/v2/alerts", timeout=5) as r:
+        return any(a["labels"]["alertname"] == "VRRPPeerSplitBrain" for a in json.load(r))
+
+
 def test_failover_gives_the_same_alerts_at_every_sink(make_lab: MakeLab, tmp_path: Path) -> None:
     """Hook path: each transition is one mail, one signed webhook and one Alertmanager alert."""
     lab = make_lab([VRID], notify=f"{BIN / 'ka-notify'} --config {{dir}}/{{node}}.toml")
@@ -138,11 +136,16 @@ def test_partition_split_brain_from_peers_and_its_resolution(
     lab = make_lab([VRID], fifo_reader=False)
     receiver = Receiver(KEY)
     ports = {1: free_port(), 2: free_port()}
+    (tmp_path / "am").mkdir()
     with ExitStack() as stack:
         stack.callback(receiver.close)
+        am = stack.enter_context(alertmanager(tmp_path / "am"))
+        sinks = webhook_sink(tmp_path, receiver) + (
+            f'[[sink]]\nname = "am"\ntype = "alertmanager"\nurls = ["{am}"]\n'
+        )
         for node in (1, 2):
             ns = lab.ns(node)
-            config = write_config(tmp_path, f"n{node}", webhook_sink(tmp_path, receiver))
+            config = write_config(tmp_path, f"n{node}", sinks)
             fifo = lab.node(node).file("fifo")
             stack.enter_context(daemon(config, tmp_path, "--keepalived.notify-fifo", str(fifo)))
             other = ports[3 - node]
@@ -177,8 +180,10 @@ def test_partition_split_brain_from_peers_and_its_resolution(
             15,
             what="split-brain alert from both exporters",
         )
+        wait_for(lambda: split_brain_at(am), 15, what="split-brain alert in Alertmanager")
         lab.heal()
         wait_for(lambda: lab.master_of(51) == 1, 15, what="n1 sole master again")
+        wait_for(lambda: not split_brain_at(am), 15, what="split-brain resolved in Alertmanager")
         wait_for(
             lambda: sum(a["alertname"] == "VRRPPeerSplitBrain" for a in alerts_at(receiver)) >= 4,
             15,

@@ -26,6 +26,7 @@ from lab import netns, wait_for
 from tests import frames
 from tests.conftest import send
 from tests.notify_servers import make_pki
+from tests.running import stop
 from tests.test_webconfig import tls_yaml, users_yaml
 
 BIN = Path(sys.executable).parent
@@ -101,12 +102,7 @@ def exporter(
         wait_for(ready, 15, what="exporter ready")
         yield proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def has_only(task: dict[str, int], *caps: int) -> bool:
