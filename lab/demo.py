@@ -21,6 +21,7 @@ from lab.lab import Lab, wait_for
 from lab.prometheus import Prometheus
 
 FIRST_PORT = 9743
+RULES = Path(__file__).parents[1] / "deploy" / "prometheus" / "rules.yml"
 PROMETHEUS_PORT = 9090
 
 
@@ -53,11 +54,13 @@ def watching(lab: Lab) -> Iterator[list[str]]:
         for port in ports.values():
             wait_for(functools.partial(_ready, port), 20, what=f"exporter on port {port}")
         targets = {"ka-exporter": [f"127.0.0.1:{p}" for p in ports.values()]}
-        with Prometheus(targets, port=PROMETHEUS_PORT, interval="2s"):
+        with Prometheus(targets, port=PROMETHEUS_PORT, interval="2s", rule_files=[RULES]):
             lines = [f"  {name:9} http://127.0.0.1:{port}/   (metrics: /metrics)"
                      for name, port in ports.items()]  # fmt: skip
             lines.append(f"  prometheus http://127.0.0.1:{PROMETHEUS_PORT}/   "
                          "try: vrrp_masters, max by (vrid) (vrrp_split_brain)")  # fmt: skip
+            lines.append(f"  alerts     http://127.0.0.1:{PROMETHEUS_PORT}/alerts   "
+                         "(the rules of deploy/prometheus/rules.yml)")  # fmt: skip
             yield lines
     finally:
         for proc in procs:
