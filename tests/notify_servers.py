@@ -137,14 +137,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def http_receiver(handler: Handler) -> AsyncIterator[str]:
-    """An HTTP server on 127.0.0.1 answering every POST with `handler`; yields its base URL."""
+async def http_receiver(handler: Handler, method: str = "POST") -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 answering every `method` request with `handler`; yields its
+    base URL."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await handler(request)
 
     app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
+    app.router.add_route(method, "/{tail:.*}", handle)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

@@ -18,7 +18,7 @@ from ka_exporter.notify.peers import (
     claims_in,
     metrics_url,
 )
-from tests.notify_servers import free_port
+from tests.notify_servers import free_port, http_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B = ("ipv4", 51), ("ipv6", 7)
@@ -80,13 +80,10 @@ def test_peers_are_read_over_http_and_exposed() -> None:
         async def metrics(_: web.Request) -> web.Response:
             return web.Response(text=page(A))
 
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        up, down = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{free_port()}"
+        async with http_receiver(metrics, "GET") as up:
+            return await watched(up, f"http://127.0.0.1:{free_port()}")
+
+    async def watched(up: str, down: str) -> str:
         state = PeerState("node-a", "lb1")
         watch = PeerWatch(
             [up, down], state, lambda: frozenset({A}), lambda a, _: alerts.extend(a), lambda: 1.0
@@ -101,7 +98,6 @@ def test_peers_are_read_over_http_and_exposed() -> None:
                 await asyncio.sleep(0.1)
         finally:
             task.cancel()
-            await runner.cleanup()
         return generate_latest(registry).decode().replace(up, "UP").replace(down, "DOWN")
 
     text = asyncio.run(scenario())
