@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests drive for real: keepalived nodes, decoders to check ours against,
-# Prometheus/Alertmanager, and a headless browser.
+# Prometheus/Alertmanager, a headless browser; capsh and systemd-analyze for the deploy checks.
 APT_PACKAGES := keepalived tshark tcpdump iproute2 nftables libpcap0.8 curl util-linux \
-	prometheus prometheus-alertmanager chromium
+	prometheus prometheus-alertmanager chromium libcap2-bin systemd
 
 .PHONY: test lint unit system-deps venv demo bench clean
 
