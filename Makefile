@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Debian packages the tests drive for real: keepalived nodes, decoders to check ours against,
 # Prometheus/Alertmanager, a headless browser; capsh and systemd-analyze for the deploy checks.
 APT_PACKAGES := keepalived tshark tcpdump iproute2 nftables libpcap0.8 curl util-linux \
-	prometheus prometheus-alertmanager chromium libcap2-bin systemd
+	prometheus prometheus-alertmanager chromium libcap2-bin systemd openssl procps
 
 .PHONY: test lint unit system-deps venv demo bench clean
 
