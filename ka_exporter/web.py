@@ -17,7 +17,7 @@ SHUTDOWN_SECONDS = 0.3  # SIGTERM must end the process within a second
 def parse_listen_address(text: str) -> tuple[str | None, int]:
     """`host:port`, `[v6]:port` or `:port` (all addresses), as the Go exporters take it."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"not host:port: {text!r}")
     host = host.strip("[]")
     return host or None, int(port)

@@ -1,7 +1,7 @@
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ka_exporter.notify import keepalived
@@ -73,6 +73,7 @@ def test_fifo_parser_never_crashes_on_junk(line: str) -> None:
 
 
 @given(st.lists(st.text(max_size=20), max_size=8))
+@example(["", "", "", "\u00b2"])  # a digit to str.isdigit(), not to int()
 def test_argv_parser_never_crashes_on_junk(args: list[str]) -> None:
     with contextlib.suppress(ParseError):
         keepalived.parse_argv(args)

@@ -88,6 +88,7 @@ def test_retry_after_seconds_and_http_date() -> None:
         <= 120
     )
     assert retry_after("soon") is None
+    assert retry_after("\u00b2") is None  # a digit to str.isdigit(), not to float()
     assert retry_after(None) is None
 
 

@@ -28,7 +28,7 @@ def test_parse_listen_address(text: str, expected: tuple[str | None, int]) -> No
     assert web.parse_listen_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["9743", "host:", "host:x", ":0", ":65536", ""])
+@pytest.mark.parametrize("text", ["9743", "host:", "host:x", ":0", ":65536", "", ":\u00b2"])
 def test_parse_listen_address_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         web.parse_listen_address(text)

@@ -46,7 +46,7 @@ class Notification:
 
 
 def _priority(text: str) -> int:
-    if not text.isdigit() or int(text) > 255:
+    if not (text.isascii() and text.isdigit()) or int(text) > 255:
         raise ParseError(f"priority must be 0..255: {text!r}")
     return int(text)
 
