@@ -6,11 +6,18 @@ import socket
 from collections.abc import Iterable, Iterator
 
 import pytest
+from hypothesis import settings
 from pyroute2 import netns as p2netns
 
 from lab import netns
 
 pytest_plugins = ["tests.lab_fixtures"]
+
+# `make test` is a gate: the same examples on every run, so a red build means a change broke
+# something. `--hypothesis-profile=explore` draws fresh examples, to look for new bugs.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=2000)
+settings.load_profile("default")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
