@@ -71,15 +71,18 @@ class Worker:
                 if math.isfinite(linger):
                     return
                 wait = POLL_SECONDS
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that comes
+            # as the wake-up does, and this loop would then outlive the daemon's shutdown
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, POLL_SECONDS))
+                async with asyncio.timeout(min(wait, POLL_SECONDS)):
+                    await self._wake.wait()
 
     async def deliver(self, sink: Sink, d: Delivery, *, resend: bool = False) -> tuple[str, str]:
         """One attempt, recorded in the spool; returns the result and the sink's reason."""
         alert, reason = d.alert, ""
         try:
-            async with self.slots:
-                await asyncio.wait_for(sink.send(alert), SEND_TIMEOUT)
+            async with self.slots, asyncio.timeout(SEND_TIMEOUT):
+                await sink.send(alert)
         except Retry as exc:
             result, reason = "retried", str(exc)
             if not resend:
