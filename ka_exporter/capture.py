@@ -148,6 +148,18 @@ class Ring:
     blocks: int
     block: int = 0
 
+    def handed_over(self) -> tuple[int, int] | None:
+        """(offset of its first frame, frame count) of the next block, once the kernel has
+        handed it over."""
+        base = self.block * BLOCK_SIZE
+        status, count, offset = struct.unpack_from("III", self.ring, base + BLOCK_STATUS)
+        return (base + offset, count) if status & TP_STATUS_USER else None
+
+    def give_back(self) -> None:
+        """The block read is the kernel's again (TP_STATUS_KERNEL); the next one is due."""
+        struct.pack_into("I", self.ring, self.block * BLOCK_SIZE + BLOCK_STATUS, 0)
+        self.block = (self.block + 1) % self.blocks
+
     def close(self) -> None:
         self.ring.close()
         self.sock.close()
@@ -215,10 +227,9 @@ class Capture:
         flood, a long scrape) would look silent and be called lost."""
         oldest = now
         for tap in self.taps.values():
-            ring, base = tap.ring.ring, tap.ring.block * BLOCK_SIZE
-            status, count, offset = struct.unpack_from("III", ring, base + BLOCK_STATUS)
-            if status & TP_STATUS_USER and count:
-                _, seconds, nanoseconds = struct.unpack_from("III", ring, base + offset)
+            block = tap.ring.handed_over()
+            if block is not None and block[1]:
+                _, seconds, nanoseconds = FRAME_HEADER.unpack_from(tap.ring.ring, block[0])[:3]
                 oldest = min(oldest, seconds + nanoseconds * 1e-9)
         return oldest
 
@@ -226,20 +237,18 @@ class Capture:
         """Reads one block, if the kernel has handed one over, and gives it back. More waiting
         blocks keep the socket readable, so the loop calls again after its other work."""
         tap.wakeups += 1
-        ring, ingest, segment = tap.ring.ring, self.model.ingest, tap.segment
-        base = tap.ring.block * BLOCK_SIZE
-        status, count, offset = struct.unpack_from("III", ring, base + BLOCK_STATUS)
-        if not status & TP_STATUS_USER:
+        block = tap.ring.handed_over()
+        if block is None:
             # Woken with no block: an error such as ENETDOWN (link down) is pending, and would
             # keep waking the loop until read; netlink tells us whether to close.
             tap.ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             return
+        ring, ingest, segment = tap.ring.ring, self.model.ingest, tap.segment
         header, ethernet = FRAME_HEADER.unpack_from, LinkType.ETHERNET
-        offset += base
+        offset, count = block
         for _ in range(count):
             step, seconds, nanoseconds, length, _, _, mac = header(ring, offset)
             start = offset + mac
             ingest(segment, seconds + nanoseconds * 1e-9, ring[start : start + length], ethernet)
             offset += step
-        struct.pack_into("I", ring, base + BLOCK_STATUS, 0)  # TP_STATUS_KERNEL: back to it
-        tap.ring.block = (tap.ring.block + 1) % tap.ring.blocks
+        tap.ring.give_back()

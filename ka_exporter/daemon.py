@@ -104,7 +104,7 @@ class Daemon:
                 settings.peers,
                 PeerState(socket.gethostname(), cluster),
                 lambda: local_claims(
-                    self.model.snapshot(self.model_time()), self.local().addresses
+                    self.model.snapshot(self.model_time(), shared=True), self.local().addresses
                 ),
                 self._alert,
                 time.time,
@@ -128,7 +128,7 @@ class Daemon:
     def status_page(self) -> str:
         now = self.model_time()
         return status.render(
-            self.model.snapshot(now),
+            self.model.snapshot(now, shared=True),
             self.local().addresses,
             now,
             socket.gethostname(),
@@ -237,7 +237,8 @@ class Daemon:
             for event in events:
                 log.info("%s", describe(event))
             if self.alerting is not None:
-                self.alerting.feed(events, self.model.snapshot(now), self.local().addresses, now)
+                views = self.model.snapshot(now, shared=True)  # read before the model changes
+                self.alerting.feed(events, views, self.local().addresses, now)
             await asyncio.sleep(TICK_SECONDS)
 
     def _alert(self, alerts: list[Alert], now: float) -> None:

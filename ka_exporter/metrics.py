@@ -118,8 +118,8 @@ class Families:
     def add(self, name: str, labels: LabelSet, value: float) -> None:
         self._families[name].rows.append((labels, value))
 
-    def appender(self, name: str) -> Callable[[tuple[LabelSet, float]], None]:
-        return self._families[name].rows.append
+    def appenders(self, *names: str) -> tuple[Callable[[tuple[LabelSet, float]], None], ...]:
+        return tuple(self._families[name].rows.append for name in names)
 
     def extender(self, name: str) -> Callable[[Iterable[tuple[LabelSet, float]]], None]:
         return self._families[name].rows.extend
@@ -196,30 +196,16 @@ class ExporterCollector(Collector):
         # Rows appended straight to the hot families' lists: one scrape of a large site adds
         # tens of thousands of them, and a method call each would cost most of the scrape.
         agreed = f.extender("vrrp_config_mismatch")
-        masters_, master, split, split_events, transitions, last_transition, mismatch = (
-            f.appender(name)
-            for name in (
-                "vrrp_masters",
-                "vrrp_master",
-                "vrrp_split_brain",
-                "vrrp_split_brain_events",
-                "vrrp_master_transitions",
-                "vrrp_last_transition_timestamp_seconds",
-                "vrrp_config_mismatch",
-            )
-        )
-        priority, adverts, interval, last_seen, resignations, is_master, is_expected = (
-            f.appender(name)
-            for name in (
-                "vrrp_router_priority",
-                "vrrp_router_advertisements",
-                "vrrp_router_advert_interval_seconds",
-                "vrrp_router_last_advert_timestamp_seconds",
-                "vrrp_router_resignations",
-                "vrrp_router_master",
-                "vrrp_router_expected",
-            )
-        )
+        (
+            masters_, master, split, split_events, transitions, last_transition, mismatch,
+            priority, adverts, interval, last_seen, resignations, is_master, is_expected,
+        ) = f.appenders(
+            "vrrp_masters", "vrrp_master", "vrrp_split_brain", "vrrp_split_brain_events",
+            "vrrp_master_transitions", "vrrp_last_transition_timestamp_seconds",
+            "vrrp_config_mismatch", "vrrp_router_priority", "vrrp_router_advertisements",
+            "vrrp_router_advert_interval_seconds", "vrrp_router_last_advert_timestamp_seconds",
+            "vrrp_router_resignations", "vrrp_router_master", "vrrp_router_expected",
+        )  # fmt: skip
         views = self.model.snapshot(self.clock(), shared=True)
         for view, cache in zip(views, self._vrid_labels(views), strict=True):
             base = cache.base

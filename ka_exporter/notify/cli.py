@@ -152,24 +152,18 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
 
     sinks = make_sinks(config)
     spool = Spool.open(config.state_dir)
-    with open(config.state_dir / LOCK_NAME, "w") as lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0
+    while (lock := try_drain_lock(config.state_dir)) is not None:
+        with lock:  # closing it lets go
             spool.release_leases()
             asyncio.run(Worker(spool, sinks).drain(linger))
             digests, digest_due = flush(spool, config, time.time(), Source.NOTIFY)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            soon = time.time() + linger
-            if digests or any(
-                (due := spool.next_due(s)) is not None and due <= soon for s in sinks
-            ):
-                continue
-            if digest_due is None:
-                return 0
-            time.sleep(max(0.0, digest_due - time.time()))
+        soon = time.time() + linger
+        if digests or any((due := spool.next_due(s)) is not None and due <= soon for s in sinks):
+            continue
+        if digest_due is None:
+            return 0
+        time.sleep(max(0.0, digest_due - time.time()))
+    return 0
 
 
 # --- the other commands ----------------------------------------------------------------------
