@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests drive for real: keepalived nodes, decoders to check ours against,
-# Prometheus/Alertmanager, a headless browser; capsh and systemd-analyze for the deploy checks.
+# Prometheus/Alertmanager, a headless browser; capsh and systemd-analyze for the deploy checks;
+# FRR (vrrpd) and ucarp: other VRRP and CARP speakers to test against.
 APT_PACKAGES := keepalived tshark tcpdump iproute2 nftables libpcap0.8 curl util-linux \
-	prometheus prometheus-alertmanager chromium libcap2-bin systemd openssl procps
+	prometheus prometheus-alertmanager chromium libcap2-bin systemd openssl procps frr ucarp
 
 .PHONY: test lint unit system-deps venv demo bench clean
 
