@@ -6,6 +6,7 @@ from ka_exporter.notify import intake
 from ka_exporter.notify.alert import Source
 from ka_exporter.notify.config import Config, Damping, SinkConfig
 from ka_exporter.notify.fifo import FifoError, ensure_fifo
+from ka_exporter.notify.intake import Emitted
 from ka_exporter.notify.keepalived import Notification
 from ka_exporter.notify.metrics import NotifyMetrics
 from ka_exporter.notify.service import Feed
@@ -19,6 +20,11 @@ CONFIG = Config(
 )
 
 
+def at(when: float) -> Emitted:
+    """An event emitted at `when`, ranked by it."""
+    return Emitted(when, "boot", int(when * 1e9))
+
+
 def summaries(spool: Spool) -> list[str]:
     return [f"{r.status} {r.summary}" for r in spool.rows(("pending",))]
 
@@ -27,7 +33,7 @@ def test_flaps_are_held_back_across_processes_but_leaving_fault_is_not(tmp_path:
     for n, state in enumerate(("MASTER", "BACKUP", "MASTER", "FAULT", "BACKUP", "MASTER")):
         spool = Spool.open(tmp_path)  # every hook run is a process of its own
         note = Notification("INSTANCE", "VI_1", state, 100)
-        intake.record(spool, CONFIG, note, Source.NOTIFY, 1000.0 + n, host="a")
+        intake.record(spool, CONFIG, note, Source.NOTIFY, at(1000.0 + n), host="a")
         spool.close()
     spool = Spool.open(tmp_path)
     assert summaries(spool) == [
@@ -80,7 +86,7 @@ def test_keepalived_metrics_from_every_process(tmp_path: Path) -> None:
         Notification("GROUP", "G", "MASTER", 0),
     ]
     for n, note in enumerate(notes):
-        intake.record(spool, CONFIG, note, Source.NOTIFY, float(n), host="a")
+        intake.record(spool, CONFIG, note, Source.NOTIFY, at(float(n)), host="a")
     sample = NotifyMetrics(spool).registry.get_sample_value
     assert sample("keepalived_vrrp_state", {"iname": "VI_1"}) == 2
     assert sample("keepalived_vrrp_priority", {"iname": "VI_1"}) == 140

@@ -1,14 +1,16 @@
 """ka-notify: keepalived's notify hook, its delivery daemon, and the tools around the spool.
 
-Exit status: 0 done (for the hook: the alert is committed to disk), 1 the spool cannot take it
-(keepalived logs the failure), 2 bad input (arguments or config). Each failure is one line on
-stderr. The hook path imports nothing heavy (no aiohttp, no prometheus_client) to stay fast.
+Exit status: 0 done (for the hook: the alert is committed to disk), 1 the spool cannot take it,
+2 bad input (arguments or config). Each failure is one line on stderr; the hook's also go to
+syslog, since keepalived sends a hook's output to /dev/null and ignores its exit status. The
+hook path imports nothing heavy (no aiohttp, no prometheus_client) to stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import logging
 import os
 import sys
 import time
@@ -20,13 +22,27 @@ from ka_exporter import version
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 from ka_exporter.notify.config import DEFAULT_PATH, Config, ConfigError, load, make_sinks
-from ka_exporter.notify.intake import flush, record
-from ka_exporter.notify.spool import Spool, SpoolError
+from ka_exporter.notify.intake import (
+    INCOMING,
+    Emitted,
+    flush,
+    ingest,
+    keep,
+    process_start,
+    record,
+)
+from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, open_private, os_reason
 
 PROG = "ka-notify"
 ENV_CONFIG = "KA_NOTIFY_CONFIG"
 LOCK_NAME = "drain.lock"
 DRAIN_LINGER = 30.0  # a hook-spawned worker waits this long for a retry before leaving it
+HOOK_LOCK_WAIT = 0.25  # keepalived kills a STOP hook after about 1 s: keep the event elsewhere
+SYSLOG = "/dev/log"
+_SYSLOG_LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
+_LOG_DAEMON = 3 << 3
+
+log = logging.getLogger("ka_notify")
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,7 +67,7 @@ def load_config(parser: Parser, path: str, *, check_sinks: bool = False) -> Conf
 
 def try_drain_lock(state_dir: Path) -> TextIO | None:
     """The drain lock if it is free: whoever holds it is the spool's only deliverer."""
-    lock = open(state_dir / LOCK_NAME, "w")  # noqa: SIM115  (held by the caller)
+    lock = os.fdopen(open_private(state_dir / LOCK_NAME), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -65,10 +81,52 @@ def fail(prog: str, exc: SpoolError) -> NoReturn:
     sys.exit(1)
 
 
+class Syslog(logging.Handler):
+    """One datagram per record to the local syslog socket, which the journal reads too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import socket  # noqa: PLC0415  (only when there is something to say)
+
+        level = _SYSLOG_LEVELS.get(record.levelno, 7)
+        line = f"<{_LOG_DAEMON | level}>{PROG}[{record.process}]: {self.format(record)}"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(line.encode(), SYSLOG)
+        except OSError:
+            pass  # no syslog on this host: what else there is (stderr) has the line
+
+
+class _Line(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _hook_logging() -> None:
+    """The hook's reports go to syslog and, for a person running it, to stderr."""
+    stderr = logging.StreamHandler()
+    for handler in (Syslog(), stderr):
+        handler.setFormatter(_Line())
+        log.addHandler(handler)
+    log.propagate = False
+
+
 # --- hook ----------------------------------------------------------------------------------
 
 
+def _notify_form(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Options and keepalived's TYPE NAME STATE PRIORITY: those four are data even when they
+    look like options (an instance named `-h`)."""
+    tail = len(argv) - 4
+    # `--type INSTANCE` followed by three more options is not keepalived's form
+    after_value = tail > 0 and argv[tail - 1].startswith("-") and "=" not in argv[tail - 1]
+    if tail >= 0 and argv[tail] in keepalived.TYPES and not after_value:
+        return list(argv[:tail]), list(argv[tail:])
+    return list(argv), []
+
+
 def hook_main(argv: Sequence[str]) -> int:
+    emitted = process_start()
+    options, data = _notify_form(argv)
     parser = Parser(
         prog=PROG,
         description='keepalived notify hook: `notify "ka-notify"` (TYPE NAME STATE PRIORITY '
@@ -82,9 +140,11 @@ def hook_main(argv: Sequence[str]) -> int:
     parser.add_argument("--type", default="INSTANCE", choices=keepalived.TYPES)
     parser.add_argument("--priority", type=int, help="the priority (with --state), if known")
     parser.add_argument("args", nargs="*", help="what keepalived passes: ... TYPE NAME STATE PRIO")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(options)
     try:
-        if args.state is not None or args.instance is not None:
+        if data:
+            note = keepalived.parse_argv(data)
+        elif args.state is not None or args.instance is not None:
             if args.state is None or args.instance is None:
                 parser.error("--state and --instance go together")
             note = keepalived.from_flags(args.state, args.instance, args.priority, args.type)
@@ -93,14 +153,37 @@ def hook_main(argv: Sequence[str]) -> int:
     except keepalived.ParseError as exc:
         parser.error(str(exc))
     config = load_config(parser, args.config)
+    _hook_logging()
     try:
-        spool = Spool.open(config.state_dir)
-        record(spool, config, note, Source.NOTIFY, time.time())
-        spool.close()
+        spool = Spool.open(config.state_dir, lock_wait=HOOK_LOCK_WAIT)
+        try:
+            record(spool, config, note, Source.NOTIFY, emitted)
+        finally:
+            spool.close()
     except SpoolError as exc:
-        fail(PROG, exc)
+        return not_committed(config, note, emitted, exc)
     spawn_drainer(config)
     return 0
+
+
+def not_committed(
+    config: Config, note: keepalived.Notification, emitted: Emitted, exc: SpoolError
+) -> int:
+    """Keeps the event where it can (see intake.keep) and says so in one line; the spawned
+    worker, or the daemon, records it once the spool takes it again. A busy spool is no fault:
+    an event kept on state_dir's disk is as safe as committed, so that alone exits 0."""
+    what = " ".join(
+        str(v) for v in (note.type, note.name, note.state, note.priority) if v is not None
+    )
+    try:
+        kept = keep(note, Source.NOTIFY, emitted, config)
+    except OSError as error:
+        log.error("%s; %s lost, no incoming directory takes it: %s", exc, what, os_reason(error))
+        return 1
+    fine = isinstance(exc, SpoolBusy) and kept.parent == config.state_dir / INCOMING
+    log.log(logging.WARNING if fine else logging.ERROR, "%s; %s kept in %s", exc, what, kept)
+    spawn_drainer(config)
+    return 0 if fine else 1
 
 
 def spawn_drainer(config: Config) -> None:
@@ -119,24 +202,18 @@ def spawn_drainer(config: Config) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # keepalived must not wait on pipes we keep open
             os.dup2(null, fd)
-        _log_to_syslog()
+        for handler in log.handlers[:]:
+            log.removeHandler(handler)
+        log.propagate = True
+        syslog = Syslog()
+        syslog.setFormatter(logging.Formatter("%(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[syslog])
         code = drain(config)
     except BaseException:
-        import logging  # noqa: PLC0415  (the hook path stays without logging)
-
-        logging.getLogger("ka_notify").exception("drainer failed")
+        log.exception("drainer failed")
         code = 1
     finally:
         os._exit(code)
-
-
-def _log_to_syslog() -> None:
-    import logging.handlers  # noqa: PLC0415
-
-    if os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler("/dev/log")
-        handler.setFormatter(logging.Formatter("ka-notify[%(process)d]: %(message)s"))
-        logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
@@ -154,6 +231,10 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
     spool = Spool.open(config.state_dir)
     while (lock := try_drain_lock(config.state_dir)) is not None:
         with lock:  # closing it lets go
+            try:
+                ingest(spool, config)
+            except SpoolError as exc:
+                log.error("%s", exc)
             spool.release_leases()
             asyncio.run(Worker(spool, sinks).drain(linger))
             digests, digest_due = flush(spool, config, time.time(), Source.NOTIFY)

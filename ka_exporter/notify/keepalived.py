@@ -9,6 +9,7 @@ ones keepalived writes (vrrp_notify.c): the `notify` script gets its configured 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,11 +22,16 @@ TYPES = ("INSTANCE", "GROUP")
 STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
 # FIFO-only events: they report a priority, not a change of state.
 PRIORITY_EVENTS = ("MASTER_PRIORITY", "BACKUP_PRIORITY", "MASTER_RX_LOWER_PRI")
+EVENTS = STATES + PRIORITY_EVENTS
 # As the keepalived exporter numbers vrrp_state; STOP/DELETED leave no number (series dropped).
 STATE_NUMBERS = {"INIT": 0, "BACKUP": 1, "MASTER": 2, "FAULT": 3}
 EVENT_SECONDS = 300.0  # a state change is an event: it resolves itself after this long
 
 _FIFO_LINE = re.compile(r'(INSTANCE|GROUP) "(.+)" ([A-Z_]+) (\d{1,10})')
+# Control, format (bidi overrides, zero-width), surrogate (undecodable argv) and line or paragraph
+# separator characters: keepalived's config tokens cannot hold them, and in a mail header, a
+# webhook text or a log line they forge lines or hide text.
+_FORBIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _SEVERITY = {"FAULT": Severity.CRITICAL, "MASTER": Severity.WARNING, "BACKUP": Severity.WARNING}
 
 
@@ -56,24 +62,34 @@ def parse_argv(args: Sequence[str]) -> Notification:
     if len(args) < 4:
         raise ParseError(f"expected TYPE NAME STATE PRIORITY, got {len(args)} arguments")
     kind, name, state, priority = args[-4:]
-    return _checked(kind, name, state, _priority(priority))
+    return checked(kind, name, state, _priority(priority))
 
 
 def from_flags(state: str, name: str, priority: int | None, kind: str = "INSTANCE") -> Notification:
     """`notify_master` & co. pass nothing, so the admin writes the state into the command."""
-    if priority is not None and not 0 <= priority <= 255:
-        raise ParseError(f"priority must be 0..255: {priority}")
-    return _checked(kind, name, state.upper(), priority)
+    return checked(kind, name, state.upper(), priority)
 
 
-def _checked(kind: str, name: str, state: str, priority: int | None) -> Notification:
+def checked(
+    kind: str, name: str, state: str, priority: int | None, states: tuple[str, ...] = STATES
+) -> Notification:
+    """A notification only as keepalived can send it (the hook's states by default)."""
     if kind not in TYPES:
         raise ParseError(f"type must be INSTANCE or GROUP: {kind!r}")
-    if state not in STATES:
-        raise ParseError(f"state must be one of {' '.join(STATES)}: {state!r}")
+    if state not in states:
+        raise ParseError(f"state must be one of {' '.join(states)}: {state!r}")
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= 255):
+        raise ParseError(f"priority must be 0..255: {priority}")
+    return Notification(kind, _name(name), state, priority)
+
+
+def _name(name: str) -> str:
     if not name:
         raise ParseError("empty instance name")
-    return Notification(kind, name, state, priority)
+    bad = next((c for c in name if unicodedata.category(c) in _FORBIDDEN), None)
+    if bad is not None:
+        raise ParseError(f"instance name with character U+{ord(bad):04X}: {name[:60]!r}")
+    return name
 
 
 def parse_fifo_line(line: str) -> Notification:
@@ -81,9 +97,7 @@ def parse_fifo_line(line: str) -> Notification:
     if match is None:
         raise ParseError(f"not a keepalived FIFO line: {line[:80]!r}")
     kind, name, state, priority = match.groups()
-    if state not in STATES and state not in PRIORITY_EVENTS:
-        raise ParseError(f"unknown state {state!r}")
-    return Notification(kind, name, state, _priority(priority))
+    return checked(kind, name, state, _priority(priority), EVENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,7 @@ def to_alerts(
                 annotations={
                     "summary": f"{what} is {note.state}",
                     "description": f"keepalived {what}: {change}{prio}",
+                    **({"old_state": old} if old else {}),
                 },
             )
         )

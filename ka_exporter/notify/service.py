@@ -18,22 +18,28 @@ from ka_exporter.notify.alert import Source
 from ka_exporter.notify.cli import PROG, Parser, config_flag, fail, load_config, try_drain_lock
 from ka_exporter.notify.config import Config, make_sinks
 from ka_exporter.notify.fifo import FifoError, read_lines
-from ka_exporter.notify.intake import flush, record
+from ka_exporter.notify.intake import Emitted, arrival, flush, ingest, record
 from ka_exporter.notify.metrics import NotifyMetrics
-from ka_exporter.notify.spool import Spool, SpoolError
+from ka_exporter.notify.spool import Spool, SpoolError, os_reason
 from ka_exporter.notify.worker import Worker
 from ka_exporter.webconfig import Live, WebConfig
 
 log = logging.getLogger("ka_notify")
 
 
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line for the operator."""
+
+
 class Feed:
-    """FIFO lines -> metrics and the spool (with damping); then wakes the worker."""
+    """FIFO lines -> metrics and the spool (with damping); then wakes the worker. keepalived
+    writes the FIFO in event order, so each line is ranked after the one read before it."""
 
     def __init__(
         self, config: Config, spool: Spool, metrics: NotifyMetrics, worker: Worker
     ) -> None:
         self.config, self.spool, self.metrics, self.worker = config, spool, metrics, worker
+        self.last: Emitted | None = None
 
     def line(self, text: str) -> None:
         try:
@@ -46,8 +52,9 @@ class Feed:
             except SpoolError as error:
                 log.error("%s", error)
             return
+        self.last = arrival(self.last)
         try:
-            record(self.spool, self.config, note, Source.FIFO, time.time())
+            record(self.spool, self.config, note, Source.FIFO, self.last)
         except SpoolError as exc:
             log.error("%s", exc)
         self.worker.poke()
@@ -56,11 +63,12 @@ class Feed:
         """Sends digests when their window closes, even if the instance then stays quiet."""
         while True:
             try:
+                kept = ingest(self.spool, self.config)  # what hooks could not commit
                 digests, due = flush(self.spool, self.config, time.time(), Source.FIFO)
             except SpoolError as exc:
                 log.error("%s", exc)
-                digests, due = [], None
-            if digests:
+                kept, digests, due = 0, [], None
+            if digests or kept:
                 self.worker.poke()
             await asyncio.sleep(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
 
@@ -80,7 +88,11 @@ async def run(
     spool.release_leases()
     app = web.make_app(metrics.registry, lambda: "ka-notify\n", lambda: True, "/metrics")
     host, port = listen
-    runner = await web.serve(app, host, port, Live(web_config) if web_config else None)
+    try:
+        runner = await web.serve(app, host, port, Live(web_config) if web_config else None)
+    except OSError as exc:
+        lock.close()
+        raise StartupError(f"cannot listen on {host or ''}:{port}: {os_reason(exc)}") from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -142,8 +154,10 @@ def daemon_main(argv: Sequence[str]) -> int:
         asyncio.run(run(config, args.fifo, args.listen, args.web_config))
     except SpoolError as exc:
         fail(parser.prog, exc)
-    except (FifoError, OSError) as exc:
+    except (FifoError, StartupError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except OSError as exc:
+        parser.exit(2, f"{parser.prog}: error: {os_reason(exc)}\n")
     return 0
 
 

@@ -9,18 +9,24 @@ to power loss means a duplicate, never a loss.
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import random
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from ka_exporter.notify.alert import Alert, Status
 
+log = logging.getLogger("ka_notify")
+
 FILENAME = "spool.db"
 LEASE_SECONDS = 60.0  # a claim older than this is presumed dead (longer than any sink timeout)
+LOCK_WAIT = 10.0  # how long a writer waits for another one; the hook waits far less
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -50,10 +56,18 @@ CREATE TABLE IF NOT EXISTS instances (
     priority INTEGER, PRIMARY KEY (type, name)
 );
 """
+# Added later: where the instance's last event stands in keepalived's order (see Emitted).
+_INSTANCE_ORDER = ("boot TEXT NOT NULL DEFAULT ''", "ord INTEGER NOT NULL DEFAULT 0",
+                   "at REAL NOT NULL DEFAULT 0")  # fmt: skip
+SCHEMA_VERSION = 1
 
 
 class SpoolError(Exception):
-    """The spool cannot be written; the message is the one line keepalived will log."""
+    """The spool cannot be written; the message is one line for the operator."""
+
+
+class SpoolBusy(SpoolError):
+    """Another process held the spool longer than this one could wait: nothing is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +111,86 @@ class Row:
     summary: str
 
 
-def _describe(exc: sqlite3.Error, path: Path) -> str:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and "readonly" in text:
-        return f"spool {path} is read-only"
-    if "full" in text:
-        return f"spool {path}: disk full"
-    if "unable to open" in text:
-        return f"cannot open spool {path}: the directory is missing or not writable"
-    return f"spool {path}: {text}"
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """An instance's last accepted event: its state (since when) and where it stands in
+    keepalived's order (`boot`, `order`; `at` compares events of different boots)."""
+
+    state: str  # "" while only priorities were reported
+    since: float
+    priority: int | None
+    boot: str
+    order: int
+    at: float
+
+
+_REASONS = {
+    "SQLITE_FULL": "disk full",
+    "SQLITE_READONLY": "read-only",
+    "SQLITE_BUSY": "locked by another process",
+    "SQLITE_NOTADB": "corrupt (not an SQLite database)",
+    "SQLITE_CORRUPT": "corrupt",
+}
+
+
+def _error(exc: sqlite3.Error, path: Path) -> SpoolError:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_CANTOPEN":
+        return SpoolError(f"cannot open spool {path}: the directory is missing or not writable")
+    error = SpoolBusy if name == "SQLITE_BUSY" else SpoolError
+    return error(f"spool {path}: {_REASONS.get(name, str(exc))}")
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError as words, never `[Errno N]`; ENOSPC reads "disk full" as SQLite's does."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def open_private(path: Path) -> int:
+    """Opens `path` read-write (created if missing) as a file of the directory's owner, 0600.
+
+    The hook may run as root (keepalived's script_user) while the daemon runs as the user that
+    owns state_dir (systemd's DynamicUser): what root creates is handed to that owner, so the
+    daemon can always write it, and no file is readable by others even in a 0755 directory.
+    (SQLite gives its -wal and -shm files the database file's owner and mode.)
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        st, parent = os.fstat(fd), os.stat(path.parent)
+        if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (parent.st_uid, parent.st_gid):
+            os.fchown(fd, parent.st_uid, parent.st_gid)
+        if st.st_mode & 0o077 and os.geteuid() in (0, st.st_uid):
+            os.fchmod(fd, st.st_mode & 0o700)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Brings a spool of an older version up to date, once, whichever process opens it first."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+        for column in _INSTANCE_ORDER:
+            if column.split()[0] not in columns:
+                conn.execute(f"ALTER TABLE instances ADD COLUMN {column}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _alert(body: str) -> Alert | str:
+    """The stored alert, or why it cannot be read (a row damaged or written by something else)."""
+    try:
+        return Alert.from_json(body)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"malformed alert in the spool ({type(exc).__name__}: {str(exc)[:80]})"
 
 
 class Spool:
@@ -114,19 +199,34 @@ class Spool:
         self.rng = random.Random()
 
     @classmethod
-    def open(cls, state_dir: Path, backoff: Backoff | None = None) -> Spool:
+    def open(
+        cls, state_dir: Path, backoff: Backoff | None = None, *, lock_wait: float = LOCK_WAIT
+    ) -> Spool:
         path = state_dir / FILENAME
         try:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise SpoolError(f"cannot create spool directory {state_dir}: {exc.strerror}") from None
+            raise SpoolError(
+                f"cannot create spool directory {state_dir}: {os_reason(exc)}"
+            ) from None
         try:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+            for name in (FILENAME, f"{FILENAME}-wal", f"{FILENAME}-shm"):
+                if name == FILENAME or (state_dir / name).exists():  # left by an older version
+                    os.close(open_private(state_dir / name))
+        except OSError as exc:
+            reason = os_reason(exc)
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                reason = f"not writable ({reason})"
+            raise SpoolError(f"cannot open spool {path}: {reason}") from None
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=lock_wait)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                _migrate(conn)
         except sqlite3.Error as exc:
-            raise SpoolError(_describe(exc, path)) from None
+            raise _error(exc, path) from None
         return cls(conn, path, backoff or Backoff())
 
     def close(self) -> None:
@@ -143,13 +243,17 @@ class Spool:
                 yield
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # a failed COMMIT (disk full) may have rolled back already: the reason is the
+                # COMMIT's, not "cannot rollback - no transaction is active"
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
                 raise
             finally:
                 if durable:
                     self.conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
-            raise SpoolError(_describe(exc, self.path)) from None
+            raise _error(exc, self.path) from None
 
     # --- producers -----------------------------------------------------------------------------
 
@@ -169,28 +273,21 @@ class Spool:
             for alert, sinks in items:
                 self.add(alert, sinks, now)
 
-    def swap_state(
-        self, kind: str, name: str, state: str | None, priority: int | None, now: float
-    ) -> tuple[str, float] | None:
-        """Inside a transaction: records what an instance reported (a state, a priority or both)
-        and returns the state it replaces, with its start."""
+    def instance(self, kind: str, name: str) -> Instance | None:
         row = self.conn.execute(
-            "SELECT state, since, priority FROM instances WHERE type = ? AND name = ?",
+            "SELECT state, since, priority, boot, ord, at FROM instances "
+            "WHERE type = ? AND name = ?",
             (kind, name),
         ).fetchone()
-        old = None if row is None else (str(row[0]), float(row[1]))
-        new_state, since = (state, now) if old is None or state not in (None, old[0]) else old
+        return None if row is None else Instance(*row)
+
+    def put_instance(self, kind: str, name: str, inst: Instance) -> None:
+        """Inside a transaction: the instance's new last event."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?)",
-            (
-                kind,
-                name,
-                new_state or "",
-                since,
-                priority if priority is not None else row and row[2],
-            ),
+            "INSERT OR REPLACE INTO instances (type, name, state, since, priority, boot, ord, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, name, inst.state, inst.since, inst.priority, inst.boot, inst.order, inst.at),
         )
-        return old
 
     def instances(self) -> list[tuple[str, str, str, int | None]]:
         """(type, name, state, priority) of every instance keepalived told us about; the state
@@ -224,18 +321,33 @@ class Spool:
     def claim(self, sink: str, now: float) -> Delivery | None:
         """The sink's oldest pending delivery if it is due: one at a time keeps the order."""
         with self.transaction():
-            row = self.conn.execute(
-                "SELECT d.seq, a.body, d.attempts, d.due, d.lease_until FROM deliveries d "
-                "JOIN alerts a ON a.id = d.alert_id "
-                "WHERE d.sink = ? AND d.state = 'pending' ORDER BY d.seq LIMIT 1",
-                (sink,),
-            ).fetchone()
-            if row is None or row[3] > now or row[4] > now:
-                return None
+            while True:
+                row = self.conn.execute(
+                    "SELECT d.seq, a.body, d.attempts, d.due, d.lease_until FROM deliveries d "
+                    "JOIN alerts a ON a.id = d.alert_id "
+                    "WHERE d.sink = ? AND d.state = 'pending' ORDER BY d.seq LIMIT 1",
+                    (sink,),
+                ).fetchone()
+                if row is None or row[3] > now or row[4] > now:
+                    return None
+                alert = _alert(row[1])
+                if isinstance(alert, Alert):
+                    break
+                self._set_aside(row[0], sink, alert, now)  # and the next row is the head
             self.conn.execute(
                 "UPDATE deliveries SET lease_until = ? WHERE seq = ?", (now + LEASE_SECONDS, row[0])
             )
-        return Delivery(row[0], Alert.from_json(row[1]), sink, row[2])
+        return Delivery(row[0], alert, sink, row[2])
+
+    def _set_aside(self, seq: int, sink: str, reason: str, now: float) -> None:
+        """Inside a transaction: a row that cannot be read becomes a dead letter with its reason,
+        reported once, so it holds back neither the rows behind it nor the daemon."""
+        log.error("sink=%s delivery=%d set aside: %s", sink, seq, reason)
+        self.conn.execute(
+            "UPDATE deliveries SET state = 'dead', lease_until = 0, resend_at = NULL, reason = ?, "
+            "updated = ? WHERE seq = ?",
+            (reason, now, seq),
+        )
 
     def release_leases(self) -> None:
         """Called by the holder of the drain lock, the only deliverer: a lease still standing
@@ -250,7 +362,10 @@ class Spool:
             "WHERE d.alert_id = ? AND d.sink = ?",
             (alert_id, sink),
         ).fetchone()
-        return Delivery(seq, Alert.from_json(body), sink, attempts)
+        alert = _alert(body)
+        if not isinstance(alert, Alert):
+            raise SpoolError(f"spool {self.path}: {alert}")
+        return Delivery(seq, alert, sink, attempts)
 
     def next_due(self, sink: str) -> float | None:
         """When the sink's head becomes claimable (None: nothing pending)."""
@@ -306,7 +421,15 @@ class Spool:
             " ORDER BY d.seq",
             (sink, now),
         ).fetchall()
-        return [Delivery(seq, Alert.from_json(body), sink, n) for seq, body, n in rows]
+        due = []
+        for seq, body, n in rows:
+            alert = _alert(body)
+            if isinstance(alert, Alert):
+                due.append(Delivery(seq, alert, sink, n))
+            else:
+                with self.transaction():
+                    self._set_aside(seq, sink, alert, now)
+        return due
 
     def resent(self, d: Delivery, now: float, resend_interval: float) -> None:
         alert = d.alert
@@ -341,19 +464,11 @@ class Spool:
         ).fetchall()
         result = []
         for state, sink, alert_id, body, attempts, due, reason in rows:
-            alert = Alert.from_json(body)
-            summary = alert.annotations.get("summary", "")
-            result.append(
-                Row(
-                    state,
-                    sink,
-                    alert_id,
-                    alert.name,
-                    alert.status.value,
-                    attempts,
-                    due,
-                    reason,
-                    summary,
-                )
-            )
+            alert = _alert(body)
+            if isinstance(alert, Alert):
+                name, status = alert.name, alert.status.value
+                summary = alert.annotations.get("summary", "")
+            else:  # shown as it is; the worker sets it aside when it reaches it
+                name, status, summary = "?", "?", alert
+            result.append(Row(state, sink, alert_id, name, status, attempts, due, reason, summary))
         return result
