@@ -83,8 +83,18 @@ class Mailbox:
     """Receives for aiosmtpd: every accepted message with its envelope recipients."""
 
     messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    delay: float = 0.0  # seconds before each answer to EHLO and DATA: a slow server
+
+    async def handle_EHLO(
+        self, server: SMTPServer, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:  # fmt: skip
+        await asyncio.sleep(self.delay)
+        session.host_name = hostname
+        return responses
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(self.delay)
         assert isinstance(envelope.content, bytes)
         self.messages.append(
             (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default))

@@ -102,7 +102,7 @@ def test_every_error_with_its_line() -> None:
         parse(BAD, "ka.toml", check_sinks=True)
     lines = info.value.lines
     assert lines[0].startswith("ka.toml:1: cluster:")
-    assert "ka.toml:2: unknown key 'colour'" in lines
+    assert "ka.toml:2: colour: unknown key; did you mean 'cluster'?" in lines
     assert any(line.startswith("ka.toml:5: window:") for line in lines)
     (secret,) = [line for line in lines if "hunter2" in line or "token:" in line]
     assert secret.startswith("ka.toml:11: token:") and "token_file" in secret

@@ -60,7 +60,13 @@ def test_secret_errors_name_the_key_not_the_value(
     [
         ("webhook", {}, "url: missing"),
         ("webhook", {"url": "ftp://x/"}, "url: expected an http:// or https:// URL"),
-        ("webhook", {"url": "http://x/", "timout": 3}, "timout: unknown option"),
+        (
+            "webhook",
+            {"url": "http://x/", "timout": 3},
+            "timout: unknown key; did you mean 'timeout'",
+        ),
+        ("webhook", {"url": "http://u:pw@x/"}, "url: credentials do not go into the URL"),
+        ("webhook", {"url": "http://x/", "timeout": 60}, "timeout: at most 30 s: an attempt"),
         ("webhook", {"url": "http://x/", "headers": {"Authorization": "Bearer x"}}, "headers: "),
         ("webhook", {"url": "http://x/", "ca_file": "/nonexistent"}, "ca_file: cannot load"),
         ("alertmanager", {"urls": "http://am:9093"}, "urls: expected a non-empty list"),
@@ -71,6 +77,12 @@ def test_secret_errors_name_the_key_not_the_value(
         ("smtp", {"host": "mx", "from": "a@b", "to": ["nobody"]}, "to: not a mail address"),
         ("smtp", {"host": "mx", "from": "a@b", "to": ["c@d"], "tls": "ssl"}, "tls: expected one"),
         ("smtp", {"host": "mx", "from": "a@b", "to": ["c@d"], "port": 0}, "port: expected"),
+        ("smtp", {"host": "mx", "from": "a@b\nBcc: e@f", "to": ["c@d"]}, "from: not a mail"),
+        (
+            "smtp",
+            {"host": "mx", "from": "a@b", "too": ["c@d"]},
+            "too: unknown key; did you mean 'to'",
+        ),
     ],
 )
 def test_build_rejects_bad_options(kind: str, options: dict[str, object], message: str) -> None:
@@ -251,7 +263,10 @@ def test_slack_payload_and_secret_url(tmp_path: Path) -> None:
     asyncio.run(main())
     (_, firing), (_, resolved), _ = receiver.requests
     message = json.loads(firing)
-    assert message["text"] == "[FIRING] node-a became MASTER for VI_1 (vrid 51)"
+    assert (
+        message["text"]
+        == "[FIRING] lb1: node-a became MASTER for VI_1 (vrid 51) (BACKUP -> MASTER)"
+    )
     assert message["channel"] == "#ops"
     (attachment,) = message["attachments"]
     assert attachment["color"] == slack.COLOURS[alert.severity]

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from ka_exporter.notify.alert import Alert
+from ka_exporter.notify import keepalived
+from ka_exporter.notify.alert import Alert, Source
+from ka_exporter.notify.config import Config, SinkConfig
+from ka_exporter.notify.routing import sinks_for
 from ka_exporter.notify.sink import Reject, Retry
-from ka_exporter.notify.sinks import smtp
+from ka_exporter.notify.sinks import smtp, webhook
 from ka_exporter.notify.sinks.payload import rfc3339
-from tests.notify_servers import Pki, make_pki, sample_alert, smtp_server
+from ka_exporter.notify.spool import Backoff, Spool
+from ka_exporter.notify.worker import Worker
+from tests.notify_servers import Pki, Receiver, make_pki, sample_alert, smtp_server
 
 USER, PASSWORD = "alerts", "correct-horse-battery"
 
@@ -51,7 +57,9 @@ def check_delivered(alert: Alert, recipients: list[str], message: EmailMessage) 
     assert sorted(recipients) == ["oncall@example.net", "ops@example.org"]
     assert message["From"] == "keepalived <ka@example.org>"
     assert message["To"] == "ops@example.org, oncall@example.net"
-    assert message["Subject"] == "[keepalived] [FIRING] node-a became MASTER for VI_1 (vrid 51)"
+    assert subject(message) == (
+        "[keepalived] [FIRING] lb1: node-a became MASTER for VI_1 (vrid 51) (BACKUP -> MASTER)"
+    )
     assert message["Message-ID"] == f"<{alert.id}@example.org>"
     assert message["X-Alert-Fingerprint"] == alert.fingerprint
     assert message["Date"]
@@ -108,3 +116,153 @@ def test_untrusted_certificate_is_retry_and_not_delivered(
         asyncio.run(sink(port, None, password_file, tls=tls).send(sample_alert()))
     assert PASSWORD not in str(caught.value)
     assert mailbox.messages == []
+
+
+def keepalived_alerts(
+    state: str, previous: str | None = None, name: str = "VI_1", cluster: str = "lb1"
+) -> list[Alert]:
+    """What the hook and the FIFO make of a state keepalived reports."""
+    before = None if previous is None else keepalived.Previous(previous, time.time() - 60)
+    note = keepalived.Notification("INSTANCE", name, state, 150)
+    return keepalived.to_alerts(
+        note, host="node-a", cluster=cluster, now=time.time(), source=Source.FIFO, previous=before
+    )
+
+
+def deliver_all(spool: Spool, sinks: dict[str, smtp.SmtpSink | webhook.WebhookSink]) -> None:
+    asyncio.run(Worker(spool, sinks).drain(linger=2.0))
+
+
+def subject(message: EmailMessage) -> str:
+    """Unfolded: Python's email folds a subject that fits a line of its own before it, and
+    the parser keeps that fold's space."""
+    return str(message["Subject"]).strip()
+
+
+@pytest.mark.parametrize("name", ["VI_1\r\nBcc: victim@example.com", "VI_1\u2028injected"])
+def test_a_name_no_header_can_hold_is_delivered_and_holds_nothing_back(
+    pki: Pki, password_file: Path, tmp_path: Path, name: str
+) -> None:
+    """CR, LF or U+2028 in an instance name made building the Subject raise ValueError, which
+    was retried for ever while every later alert to the sink waited behind it. The subject
+    now holds the name on one line, and nothing waits."""
+    spool = Spool.open(tmp_path / "state")
+    poison = keepalived_alerts("FAULT", name=name)
+    later = [*keepalived_alerts("MASTER", "BACKUP"), *keepalived_alerts("BACKUP", "MASTER")]
+    spool.enqueue([(a, ["mail"]) for a in [*poison, *later]], time.time())
+    with smtp_server(pki, implicit=False, user=USER, password=PASSWORD) as (port, mailbox):
+        deliver_all(spool, {"mail": sink(port, pki, password_file)})
+    subjects = [subject(message) for _, message in mailbox.messages]
+    flat = " ".join(name.split())
+    assert subjects == [
+        f"[keepalived] [FIRING] lb1: instance {flat} on node-a is FAULT",  # no previous state
+        "[keepalived] lb1: instance VI_1 on node-a is MASTER (BACKUP -> MASTER)",
+        "[keepalived] lb1: instance VI_1 on node-a is BACKUP (MASTER -> BACKUP)",
+    ]
+    assert all("Bcc" not in message for _, message in mailbox.messages)
+    assert all(sorted(r) == ["oncall@example.net", "ops@example.org"] for r, _ in mailbox.messages)
+    assert spool.stats().depth == 0 and spool.stats().dead == 0
+
+
+def test_the_timeout_bounds_the_whole_attempt(
+    pki: Pki, password_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiosmtplib's timeout is per command: a server slow at each step (each answer within
+    it) took as long as it liked. The sink's `timeout` is the bound of the whole attempt;
+    past it the attempt is a retry, logged, with backoff; once the server is quick it is
+    delivered, once."""
+    spool = Spool.open(tmp_path / "state", Backoff(base=0.2, cap=0.2))
+    (alert,) = keepalived_alerts("FAULT")
+    spool.enqueue([(alert, ["mail"])], time.time())
+    with smtp_server(pki, implicit=False, user=USER, password=PASSWORD) as (port, mailbox):
+        mailbox.delay = 0.3  # EHLO, EHLO after STARTTLS, DATA: 0.9 s in all
+        mail = sink(port, pki, password_file, timeout=0.6)
+        start = time.time()
+        asyncio.run(Worker(spool, {"mail": mail}).drain())
+        took = time.time() - start
+        (row,) = spool.rows()
+        assert took < 0.85 and row.attempts == 1 and mailbox.messages == []
+        assert row.reason == "no answer within 0.6 s"
+        assert f"sink=mail alert={alert.id} retry in" in caplog.text
+        mailbox.delay = 0.0
+        time.sleep(max(0.0, row.due - time.time()))
+        asyncio.run(Worker(spool, {"mail": mail}).drain())
+    assert [m["Message-ID"] for _, m in mailbox.messages] == [f"<{alert.id}@example.org>"]
+    assert spool.stats().depth == 0
+
+
+KEEPALIVED_CONF = """\
+vrrp_sync_group G1 {
+    group {
+        VI_1
+    }
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        192.0.2.101/24 dev eth0
+        198.51.100.10/32   # the service
+    }
+    virtual_ipaddress_excluded {
+        2001:db8::101/64
+    }
+}
+"""
+
+
+def test_mail_names_the_vips_cluster_and_state_and_fires_only_for_problems(
+    pki: Pki, password_file: Path, tmp_path: Path
+) -> None:
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(KEEPALIVED_CONF)
+    spool = Spool.open(tmp_path / "state")
+    changes = [
+        *keepalived_alerts("MASTER", "BACKUP"),  # routine
+        *keepalived_alerts("FAULT", "MASTER"),  # a problem
+    ]
+    spool.enqueue([(a, ["mail"]) for a in changes], time.time())
+    with smtp_server(pki, implicit=False, user=USER, password=PASSWORD) as (port, mailbox):
+        deliver_all(spool, {"mail": sink(port, pki, password_file, keepalived_config=str(conf))})
+    (_, routine), (_, fault) = mailbox.messages
+    assert subject(routine) == (
+        "[keepalived] lb1: instance VI_1 on node-a is MASTER (BACKUP -> MASTER)"
+    )
+    assert subject(fault) == (
+        "[keepalived] [FIRING] lb1: instance VI_1 on node-a is FAULT (MASTER -> FAULT)"
+    )
+    for message in (routine, fault):
+        plain, html = message.get_body(("plain",)), message.get_body(("html",))
+        assert plain is not None and html is not None
+        vips = "192.0.2.101/24, 198.51.100.10/32, 2001:db8::101/64"
+        assert f"VIPs:     {vips}" in plain.get_content(), plain.get_content()
+        assert f"<th align='left'>VIPs</th><td>{vips}</td>" in html.get_content()
+
+
+def test_leaving_fault_is_one_mail_and_every_alert_to_machines(
+    pki: Pki, password_file: Path, tmp_path: Path
+) -> None:
+    """Leaving FAULT gives two alerts: the FAULT resolved, and the new state. A mail each was
+    two mails for one change; mail gets the resolution (which says FAULT -> BACKUP), a
+    webhook both."""
+    receiver = Receiver()
+    spool = Spool.open(tmp_path / "state")
+    with smtp_server(pki, implicit=False, user=USER, password=PASSWORD) as (port, mailbox):
+        sinks = {
+            "mail": sink(port, pki, password_file),
+            "hook": webhook.build("hook", {"url": receiver.url}),
+        }
+        config = Config(
+            "lb1", sinks=(SinkConfig("mail", "smtp", {}), SinkConfig("hook", "webhook", {}))
+        )
+        for state, previous in (("FAULT", "BACKUP"), ("BACKUP", "FAULT")):
+            alerts = keepalived_alerts(state, previous)
+            spool.enqueue([(a, sinks_for(a, config)) for a in alerts], time.time())
+        deliver_all(spool, sinks)
+    receiver.close()
+    subjects = [subject(message) for _, message in mailbox.messages]
+    assert subjects == [
+        "[keepalived] [FIRING] lb1: instance VI_1 on node-a is FAULT (BACKUP -> FAULT)",
+        "[keepalived] [RESOLVED] lb1: instance VI_1 on node-a left FAULT",
+    ]
+    assert len(receiver.ids) == 3

@@ -18,6 +18,7 @@ import pytest
 
 from ka_exporter.notify import cli
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
+from ka_exporter.notify.secret import Redactor
 from ka_exporter.notify.sink import Reject, Retry
 from ka_exporter.notify.sinks import SINK_TYPES
 from ka_exporter.notify.spool import Backoff, Spool
@@ -61,6 +62,9 @@ def test_burst_while_the_sink_is_down_is_delivered_once_each(
 
 
 class FakeSink:
+    timeout = 5.0
+    redact = Redactor()
+
     def __init__(self, name: str, outcomes: list[Exception | None], resend: float | None = None):
         self.name, self.outcomes, self.resend_interval = name, outcomes, resend
         self.sent: list[str] = []
@@ -74,7 +78,7 @@ class FakeSink:
 
 def test_reject_dead_letters_and_other_sinks_go_on(tmp_path: Path) -> None:
     spool = Spool.open(tmp_path, Backoff(base=0.01, cap=0.02))
-    bad = FakeSink("bad", [Reject("400 nope"), RuntimeError("bug"), Retry("503", 0.01)])
+    bad = FakeSink("bad", [Reject("400 nope"), Retry("503", 0.01), Retry("503", 0.01)])
     good = FakeSink("good", [])
     spool.enqueue([(alert(n), ["bad", "good"]) for n in range(3)], time.time())
     asyncio.run(Worker(spool, {"bad": bad, "good": good}).drain(linger=1.0))
@@ -83,6 +87,47 @@ def test_reject_dead_letters_and_other_sinks_go_on(tmp_path: Path) -> None:
     (dead,) = spool.rows(("dead",))
     assert (dead.sink, dead.reason) == ("bad", "400 nope")
     assert spool.stats().depth == 0
+
+
+def test_any_exception_of_a_sink_is_a_dead_letter_and_blocks_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink that raises what is neither Retry nor Reject (a header it cannot build, a bug)
+    would fail the same way on every try: the row is a dead letter with the exception as its
+    reason, logged once with its traceback, and the rows behind it go out."""
+    spool = Spool.open(tmp_path)
+    poison = ValueError("Header values may not contain linefeed or carriage return characters")
+    sink = FakeSink("mail", [poison, KeyError("iname")])
+    spool.enqueue([(alert(n), ["mail"]) for n in range(4)], time.time())
+    asyncio.run(Worker(spool, {"mail": sink}).drain(linger=1.0))
+    assert sink.sent == [alert(n).id for n in range(4)]  # each once, in order
+    reasons = [(r.alert_id, r.reason) for r in spool.rows(("dead",))]
+    assert reasons == [
+        (alert(0).id, f"ValueError: {poison}"),
+        (alert(1).id, "KeyError: 'iname'"),
+    ]
+    assert spool.stats().depth == 0
+    assert spool.counts("deliveries") == {("mail", "rejected"): 2, ("mail", "delivered"): 2}
+    assert "Traceback" in caplog.text and f"alert={alert(0).id} cannot be sent" in caplog.text
+
+
+def test_a_receiver_slower_than_the_timeout_is_a_logged_retry_with_backoff(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sink's `timeout` bounds the attempt: a receiver that answers later is retried (and
+    says so in the log and the spool), later, not at once."""
+    spool = Spool.open(tmp_path, Backoff(base=1.0, cap=1.0))
+    sink = SINK_TYPES["webhook"]("hook", {"url": receiver.url, "timeout": 0.3})
+    receiver.delay = 1.0
+    spool.enqueue([(alert(0), ["hook"])], time.time())
+    start = time.time()
+    asyncio.run(Worker(spool, {"hook": sink}).drain())
+    assert time.time() - start < 0.9  # cut at the timeout, not when the receiver answers
+    (row,) = spool.rows()
+    assert row.attempts == 1 and "no answer within 0.3 s" in row.reason
+    assert row.due >= start + 0.3  # backoff: due again later, not at once
+    assert f"sink=hook alert={alert(0).id} retry in" in caplog.text
+    assert "no answer within 0.3 s" in caplog.text
 
 
 def test_with_no_sink_the_daemon_worker_keeps_running(tmp_path: Path) -> None:

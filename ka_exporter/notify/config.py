@@ -1,15 +1,17 @@
 """ka-notify's one TOML file, checked in full: every error is reported with its line.
 
 tomllib keeps no positions, so a small scan of the text maps (table, index, key) to lines;
-an error without a key is reported at its table's header.
+an error without a key is reported at its table's header. A key nobody reads is named with the
+known key closest to it, since that is usually what was meant.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ SINK_KINDS = ("smtp", "webhook", "alertmanager", "slack")
 SECRET_KEYS = ("password", "secret", "token")
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 TOP_KEYS = {"cluster", "state_dir", "expected_peers", "damping", "sink", "route"}
+DAMPING_KEYS = {"window", "threshold"}
+ROUTE_KEYS = {"sinks", "alerts", "min_severity"}
 
 SinkFactory = Callable[[str, Mapping[str, object]], Sink]
 
@@ -66,11 +70,30 @@ class Config:
 
 
 class ConfigError(Exception):
-    """All problems of one file, each `FILE:LINE: message`."""
+    """All problems of one file, each `FILE:LINE: message` (`FILE: message` without a line)."""
 
     def __init__(self, path: str, errors: list[tuple[int, str]]) -> None:
-        self.lines = [f"{path}:{line}: {message}" for line, message in sorted(errors)]
+        self.lines = [
+            f"{path}:{line}: {message}" if line else f"{path}: {message}"
+            for line, message in sorted(errors)
+        ]
         super().__init__("\n".join(self.lines))
+
+
+class OptionsError(ValueError):
+    """What a sink factory raises for several problems at once, each "<key>: <message>", so
+    each is reported at its own line."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def unknown_key(key: str, known: Iterable[str], where: str = "") -> str:
+    """`<where><key>: unknown key`, with the known key it was probably meant to be."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{where}{key}: unknown key{hint}"
 
 
 def sink_factories() -> Mapping[str, SinkFactory]:
@@ -132,7 +155,7 @@ def parse(text: str, path: str = "<config>", *, check_sinks: bool = False) -> Co
         errors.append((line or lines.of(table, index, key), message))
 
     for key in sorted(set(raw) - TOP_KEYS):
-        error(f"unknown key {key!r}", key=key)
+        error(unknown_key(key, TOP_KEYS), key=key)
     cluster = raw.get("cluster", "")
     if not isinstance(cluster, str) or not cluster:
         error("cluster: a non-empty string naming the cluster is required", key="cluster")
@@ -170,8 +193,8 @@ def _damping(value: object, error: Error) -> Damping:
     if not isinstance(value, dict):
         error("damping: must be a table", key="damping")
         return Damping()
-    for key in sorted(set(value) - {"window", "threshold"}):
-        error(f"damping: unknown key {key!r}", "damping", 0, key)
+    for key in sorted(set(value) - DAMPING_KEYS):
+        error(unknown_key(key, DAMPING_KEYS, "damping."), "damping", 0, key)
     window, threshold = value.get("window", 60), value.get("threshold", 1)
     if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
         error("window: must be a number of seconds above 0", "damping", 0, "window")
@@ -212,9 +235,10 @@ def _sinks(value: object, error: Error, lines: _Lines, check: bool) -> tuple[Sin
             try:
                 factories[kind](name, dict(options))
             except ValueError as exc:
-                key, _, message = str(exc).partition(": ")
-                line = lines.of("sink", index, key if message else None)
-                error(f"sink {name!r}: {exc}", line=line)
+                for problem in exc.messages if isinstance(exc, OptionsError) else [str(exc)]:
+                    key, _, message = problem.partition(": ")
+                    line = lines.of("sink", index, key if message else None)
+                    error(f"sink {name!r}: {problem}", line=line)
         sinks.append(SinkConfig(name, kind, options))
     return tuple(sinks)
 
@@ -225,8 +249,8 @@ def _routes(value: object, known: set[str], error: Error) -> tuple[Route, ...]:
         return ()
     routes = []
     for index, table in enumerate(value):
-        for key in sorted(set(table) - {"sinks", "alerts", "min_severity"}):
-            error(f"unknown key {key!r}", "route", index, key)
+        for key in sorted(set(table) - ROUTE_KEYS):
+            error(unknown_key(key, ROUTE_KEYS, "route."), "route", index, key)
         sinks = table.get("sinks")
         if not isinstance(sinks, list) or not sinks or not all(isinstance(s, str) for s in sinks):
             error("sinks: a list of sink names is required", "route", index, "sinks")

@@ -142,6 +142,7 @@ def to_alerts(
                     "summary": f"{what} is {note.state}",
                     "description": f"keepalived {what}: {change}{prio}",
                     **({"old_state": old} if old else {}),
+                    **({"old_state": old} if old else {}),
                 },
             )
         )

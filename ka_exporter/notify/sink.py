@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ka_exporter.notify.alert import Alert
+from ka_exporter.notify.secret import Redactor
 
 
 class Retry(Exception):
@@ -27,6 +28,8 @@ class Sink(Protocol):
     # Alertmanager expects its clients to re-send firing alerts until they resolve; sinks that
     # want that say how often, the others None.
     resend_interval: float | None
+    timeout: float  # seconds: the bound of one whole attempt, enforced by the worker
+    redact: Redactor  # blacks out the secrets the sink holds, in every form they are sent in
 
     async def send(self, alert: Alert) -> None:
         """Delivers one alert or raises Retry or Reject."""

@@ -4,6 +4,12 @@ notifications in the order they happened, and a bound on sends in flight overall
 A sink that is down holds back only its own queue (its head waits out the backoff); the
 others go on. Firing alerts are re-sent to sinks that ask for it (Alertmanager) until a newer
 notification with the same labels replaces them or they end.
+
+Every attempt ends in one of three ways, so no row can hold its sink's queue for good: delivered;
+retried with backoff (the sink's Retry, or no answer within the sink's `timeout`, which bounds
+the whole attempt); or a dead letter (the sink's Reject, or any other exception: a sink that
+cannot render an alert fails the same way on every try). Reasons are made one line and redacted
+of every sink's secrets before they are logged or stored.
 """
 
 from __future__ import annotations
@@ -13,15 +19,18 @@ import contextlib
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable, Mapping
+from functools import reduce
+from operator import or_
 
+from ka_exporter.notify.secret import Redactor
 from ka_exporter.notify.sink import Reject, Retry, Sink
-from ka_exporter.notify.spool import LEASE_SECONDS, Delivery, Spool, SpoolError
+from ka_exporter.notify.spool import Delivery, Spool, SpoolError
 
 log = logging.getLogger("ka_notify")
 
 POLL_SECONDS = 1.0  # how late a row another process added may be noticed
-SEND_TIMEOUT = LEASE_SECONDS / 2  # a send must end well before its lease does
 
 
 class Worker:
@@ -35,6 +44,7 @@ class Worker:
     ) -> None:
         self.spool, self.sinks, self.clock = spool, sinks, clock
         self.slots = asyncio.Semaphore(concurrency)
+        self.redact: Redactor = reduce(or_, (s.redact for s in sinks.values()), Redactor())
         self._wake = asyncio.Event()
 
     def poke(self) -> None:
@@ -78,35 +88,39 @@ class Worker:
                     await self._wake.wait()
 
     async def deliver(self, sink: Sink, d: Delivery, *, resend: bool = False) -> tuple[str, str]:
-        """One attempt, recorded in the spool; returns the result and the sink's reason."""
-        alert, reason = d.alert, ""
+        """One attempt, recorded in the spool; returns the result and its reason, redacted."""
+        alert = d.alert
+        redact = self.redact if self.sinks.get(sink.name) is sink else self.redact | sink.redact
+        outcome: Retry | Reject | None = None
         try:
-            async with self.slots, asyncio.timeout(SEND_TIMEOUT):
+            async with self.slots, asyncio.timeout(sink.timeout):
                 await sink.send(alert)
-        except Retry as exc:
-            result, reason = "retried", str(exc)
-            if not resend:
-                delay = self.spool.retry(d, self.clock(), reason, exc.after)
-                log.warning("sink=%s alert=%s retry in %.1fs: %s", d.sink, alert.id, delay, reason)
-        except Reject as exc:
-            result, reason = "rejected", str(exc)
-            if not resend:
-                self.spool.dead(d, self.clock(), reason)
-                log.error("sink=%s alert=%s rejected: %s", d.sink, alert.id, reason)
         except TimeoutError:
-            result, reason = "retried", f"no answer in {SEND_TIMEOUT:.0f}s"
-            if not resend:
-                self.spool.retry(d, self.clock(), reason, None)
-        except Exception as exc:  # a sink's bug must not stop the others; the row is retried
-            result, reason = "retried", type(exc).__name__
-            log.exception("sink=%s alert=%s failed", d.sink, alert.id)
-            if not resend:
-                self.spool.retry(d, self.clock(), reason, None)
-        else:
-            result = "delivered"
+            outcome = Retry(f"no answer within {sink.timeout:g} s")
+        except (Retry, Reject) as exc:
+            outcome = exc
+        except Exception as exc:
+            outcome = Reject(f"{type(exc).__name__}: {exc}")
+            trace = "".join(traceback.format_exception(exc))
+            log.error("sink=%s alert=%s cannot be sent:\n%s", d.sink, alert.id, redact(trace))
+        if outcome is None:
+            result, reason = "delivered", ""
             if not resend:
                 self.spool.delivered(d, self.clock(), sink.resend_interval)
             log.info("sink=%s alert=%s %s delivered", d.sink, alert.id, alert.status.value)
+        else:
+            reason = " ".join(redact(str(outcome)).split())
+            if resend:
+                result = "retried" if isinstance(outcome, Retry) else "rejected"
+                log.warning("sink=%s alert=%s re-send failed: %s", d.sink, alert.id, reason)
+            elif isinstance(outcome, Retry):
+                result = "retried"
+                delay = self.spool.retry(d, self.clock(), reason, outcome.after)
+                log.warning("sink=%s alert=%s retry in %.1fs: %s", d.sink, alert.id, delay, reason)
+            else:
+                result = "rejected"
+                self.spool.dead(d, self.clock(), reason)
+                log.error("sink=%s alert=%s rejected: %s", d.sink, alert.id, reason)
         if resend and sink.resend_interval:
             self.spool.resent(d, self.clock(), sink.resend_interval)
         with self.spool.transaction():

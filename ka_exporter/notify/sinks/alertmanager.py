@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from ka_exporter.notify.alert import Alert, Status
-from ka_exporter.notify.secret import Secret
+from ka_exporter.notify.secret import Redactor, Secret, credential_parts
 from ka_exporter.notify.sink import Reject, Retry
 from ka_exporter.notify.sinks import http
-from ka_exporter.notify.sinks.options import Options, checked_url
+from ka_exporter.notify.sinks.options import Options, checked_url, known_keys
 from ka_exporter.notify.sinks.payload import am_alert, resolved_at, rfc3339
+
+KEYS = known_keys(("urls", "resend_interval", "username", "external_url"), secrets=("password",))
 
 
 @dataclass
@@ -35,6 +37,7 @@ class AlertmanagerSink:
     auth: tuple[str, Secret] | None
     external_url: str
     timeout: float
+    redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
 
     def ends_at(self, alert: Alert) -> float:
@@ -50,7 +53,15 @@ class AlertmanagerSink:
         ).encode()
         results = await asyncio.gather(
             *(
-                http.post(url, body, headers={}, timeout=self.timeout, tls=self.tls, auth=self.auth)
+                http.post(
+                    url,
+                    body,
+                    headers={},
+                    timeout=self.timeout,
+                    tls=self.tls,
+                    redact=self.redact,
+                    auth=self.auth,
+                )
                 for url in self.urls
             ),
             return_exceptions=True,
@@ -70,20 +81,20 @@ class AlertmanagerSink:
 
 
 def build(name: str, options: Mapping[str, object]) -> AlertmanagerSink:
-    opts = Options(options)
+    opts = Options(options, KEYS)
     urls = tuple(
         checked_url(text, "urls") / "api" / "v2" / "alerts" for text in opts.string_list("urls")
     )
     resend_interval = opts.number("resend_interval", 60.0)
-    sink = AlertmanagerSink(
+    auth = opts.credentials()
+    return AlertmanagerSink(
         name=name,
         urls=urls,
         resend_interval=resend_interval,
         lifetime=3 * resend_interval,
-        auth=opts.credentials(),
+        auth=auth,
         external_url=opts.string("external_url", ""),
-        timeout=opts.number("timeout", 10.0),
+        timeout=opts.timeout(10.0),
+        redact=Redactor(credential_parts(auth)),
         tls=opts.tls(),
     )
-    opts.finish()
-    return sink

@@ -4,7 +4,8 @@
 says when); connection errors and timeouts too. Everything else — other 4xx, and 3xx, which
 are not followed because a redirect would carry the signed body somewhere unconfigured — cannot
 get better by sending the same request again. Reasons name the origin only: a Slack URL's path
-is its secret.
+is its secret. A refusal's body is kept for the operator, redacted in full before it is cut to
+an excerpt, so a cut cannot leave half a token behind.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from __future__ import annotations
 import email.utils
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import aiohttp
 from yarl import URL
 
-from ka_exporter.notify.secret import Secret
+from ka_exporter.notify.secret import Redactor, Secret
 from ka_exporter.notify.sink import Reject, Retry
 
 _RETRYABLE = frozenset({408, 429})
-_EXCERPT = 200  # bytes of a refusal's body kept in the reason, for the operator
+_EXCERPT = 200  # characters of a refusal's body kept in the reason, for the operator
+_READ = 64 * 1024  # bytes of it read and redacted: where an echoed request ends, at most
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -47,8 +49,8 @@ async def post(
     headers: Mapping[str, str],
     timeout: float,
     tls: ssl.SSLContext,
+    redact: Redactor,
     auth: tuple[str, Secret] | None = None,
-    redact: Sequence[Secret] = (),
 ) -> None:
     """POSTs `body` once; returns on 2xx, raises Retry or Reject otherwise."""
     target = str(url.origin())
@@ -68,7 +70,7 @@ async def post(
         ):
             if 200 <= response.status < 300:
                 return
-            excerpt = (await response.content.read(_EXCERPT)).decode("utf-8", "replace")
+            text = (await response.content.read(_READ)).decode("utf-8", "replace")
             status, wait = response.status, retry_after(response.headers.get("Retry-After"))
     except aiohttp.ClientConnectorCertificateError as exc:
         raise Retry(f"{target}: TLS certificate not trusted ({exc.certificate_error})") from None
@@ -78,10 +80,8 @@ async def post(
         raise Retry(f"{target}: no answer within {timeout:g} s") from None
     except aiohttp.ClientError as exc:
         raise Retry(f"{target}: {type(exc).__name__}") from None
-    for secret in (*redact, *(() if auth is None else (auth[1],))):
-        excerpt = secret.scrub(excerpt)
     reason = f"{target}: HTTP {status}"
-    detail = " ".join(excerpt.split())
+    detail = " ".join(redact(text).split())[:_EXCERPT]
     if detail:
         reason = f"{reason}: {detail}"
     if status in _RETRYABLE or status >= 500:

@@ -1,27 +1,42 @@
 """Typed reading of one sink's option table, so every sink validates the same way.
 
-Each getter raises ValueError("<key>: <message>"); the config checker adds file:line. Keys a
-sink never asked for are refused by `finish()`, so a typo (`pasword_file`) fails the config
-check instead of silently disabling authentication.
+Each getter raises ValueError("<key>: <message>"); the config checker adds file:line. Each
+sink declares its keys, and keys it does not know are refused first, each named with the known
+key it is closest to: a typo (`pasword_file`, `too`) is reported as itself, not as the key it
+was meant to be ("to: missing"), and never silently disables authentication.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from yarl import URL
 
+from ka_exporter.notify.config import OptionsError, unknown_key
 from ka_exporter.notify.secret import Secret, read_secret
+from ka_exporter.notify.spool import LEASE_SECONDS
+
+COMMON = ("timeout", "ca_file")  # every sink type has these
+# One attempt, connect to answer, ends well within the lease its delivery holds.
+MAX_TIMEOUT = LEASE_SECONDS / 2
+
+
+def known_keys(keys: Iterable[str], secrets: Iterable[str] = ()) -> frozenset[str]:
+    """A sink's keys: `keys`, the common ones, and each secret with its _file and _env forms
+    (the inline form is known too, to be refused with its own message)."""
+    forms = {f"{key}{suffix}" for key in secrets for suffix in ("", "_file", "_env")}
+    return frozenset({*keys, *COMMON, *forms})
 
 
 class Options:
-    def __init__(self, options: Mapping[str, object]) -> None:
+    def __init__(self, options: Mapping[str, object], known: frozenset[str]) -> None:
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise OptionsError([unknown_key(key, known) for key in unknown])
         self._options = options
-        self._used: set[str] = set()
 
     def _get(self, key: str) -> object | None:
-        self._used.add(key)
         return self._options.get(key)
 
     def string(self, key: str, default: str | None = None) -> str:
@@ -44,6 +59,16 @@ class Options:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ValueError(f"{key}: expected a positive number of seconds")
         return float(value)
+
+    def timeout(self, default: float) -> float:
+        """The bound of one attempt, from connecting to the receiver's last answer."""
+        value = self.number("timeout", default)
+        if value > MAX_TIMEOUT:
+            raise ValueError(
+                f"timeout: at most {MAX_TIMEOUT:g} s: an attempt must end well within the "
+                f"{LEASE_SECONDS:g} s its delivery is leased for"
+            )
+        return value
 
     def port(self, key: str, default: int) -> int:
         value = self._get(key)
@@ -98,7 +123,6 @@ class Options:
         return value
 
     def optional_secret(self, key: str, *, required: bool = False) -> Secret | None:
-        self._used.update((key, f"{key}_file", f"{key}_env"))
         return read_secret(self._options, key, required=required)
 
     def credentials(self) -> tuple[str, Secret] | None:
@@ -120,18 +144,18 @@ class Options:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"ca_file: cannot load {ca_file}: {exc}") from None
 
-    def finish(self) -> None:
-        unknown = sorted(set(self._options) - self._used)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown option")
-
 
 def checked_url(text: str, key: str) -> URL:
-    """An absolute http(s) URL; the message never quotes it (a Slack URL is a secret)."""
+    """An absolute http(s) URL; the message never quotes it (a Slack URL is a secret). A
+    password in it would be a secret written into the config file, so it is refused."""
     try:
         url = URL(text)
     except ValueError:
         raise ValueError(f"{key}: not a valid URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"{key}: expected an http:// or https:// URL")
+    if url.password is not None:
+        raise ValueError(
+            f"{key}: credentials do not go into the URL; use password_file or authorization_file"
+        )
     return url

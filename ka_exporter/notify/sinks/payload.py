@@ -2,6 +2,11 @@
 
 The HTTP sinks speak Alertmanager's formats so existing receivers work unchanged; the SMTP and
 Slack sinks render the same digest, so a mail and a chat message list the same facts.
+
+The title says "[FIRING]" only for a problem: a condition that lasts until it is resolved
+(FAULT, split brain, a duplicate VIP...) or anything critical. A routine change of state is
+news, and a tag meant to page would teach people to ignore it. The cluster leads the title, the
+state follows it if the summary does not already say it.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from ka_exporter.notify.alert import Alert, Status
+from ka_exporter.notify.alert import Alert, Severity, Status
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: Alertmanager's "no end known"
 
@@ -40,7 +45,7 @@ def _state(alert: Alert) -> str | None:
     fields = {**alert.annotations, **alert.labels}
     new = fields.get("new_state") or fields.get("state")
     old = fields.get("old_state")
-    if new and old:
+    if new and old and new != old:
         return f"{old} -> {new}"
     return new or old
 
@@ -51,15 +56,28 @@ _STATE_KEYS = frozenset({"state", "old_state", "new_state"})
 _OWN_KEYS = frozenset({"alertname", "severity", "priority"})
 
 
+def is_problem(alert: Alert) -> bool:
+    return alert.ends_at is None or alert.severity is Severity.CRITICAL
+
+
 def title(alert: Alert) -> str:
-    summary = alert.annotations.get("summary") or alert.name
-    return f"[{alert.status.value.upper()}] {summary}"
+    text = alert.annotations.get("summary") or alert.name
+    state = _state(alert)
+    if state and state not in text:
+        text = f"{text} ({state})"
+    if alert.labels.get("cluster"):
+        text = f"{alert.labels['cluster']}: {text}"
+    if alert.status is Status.RESOLVED:
+        return f"[RESOLVED] {text}"
+    return f"[FIRING] {text}" if is_problem(alert) else text
 
 
-def facts(alert: Alert) -> list[tuple[str, str]]:
-    """(name, value) lines for humans: where, what changed, how bad, when."""
+def facts(alert: Alert, vips: list[str] | None = None) -> list[tuple[str, str]]:
+    """(name, value) lines for humans: where, which addresses, what changed, how bad, when."""
     fields = {**alert.annotations, **alert.labels}
     lines = [(name, fields[key]) for key, name in _NAMED if fields.get(key)]
+    if vips:
+        lines.append(("VIPs", ", ".join(vips)))
     state = _state(alert)
     if state:
         lines.append(("State", state))

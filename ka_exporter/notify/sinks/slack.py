@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ka_exporter.notify.alert import Alert, Severity, Status
-from ka_exporter.notify.secret import Secret
+from ka_exporter.notify.secret import Redactor, Secret, url_parts
 from ka_exporter.notify.sinks import http
-from ka_exporter.notify.sinks.options import Options, checked_url
+from ka_exporter.notify.sinks.options import Options, checked_url, known_keys
 from ka_exporter.notify.sinks.payload import facts, title
+
+KEYS = known_keys(("channel", "username"), secrets=("url",))
 
 RESOLVED_COLOUR = "#2eb886"
 COLOURS = {Severity.CRITICAL: "#d00000", Severity.WARNING: "#daa038", Severity.INFO: "#439fe0"}
@@ -29,6 +31,7 @@ class SlackSink:
     channel: str | None
     username: str | None
     timeout: float
+    redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
     resend_interval: float | None = None
 
@@ -67,21 +70,20 @@ class SlackSink:
             headers={},
             timeout=self.timeout,
             tls=self.tls,
-            redact=(self.url,),
+            redact=self.redact,
         )
 
 
 def build(name: str, options: Mapping[str, object]) -> SlackSink:
-    opts = Options(options)
+    opts = Options(options, KEYS)
     url = opts.secret("url")
-    checked_url(url.reveal(), "url")
-    sink = SlackSink(
+    parsed = checked_url(url.reveal(), "url")
+    return SlackSink(
         name=name,
         url=url,
         channel=opts.optional_string("channel"),
         username=opts.optional_string("username"),
-        timeout=opts.number("timeout", 15.0),
+        timeout=opts.timeout(15.0),
+        redact=Redactor([url.reveal(), *url_parts(parsed)]),
         tls=opts.tls(),
     )
-    opts.finish()
-    return sink

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from ka_exporter.notify.alert import Alert, Status
-from ka_exporter.notify.secret import Secret
+from ka_exporter.notify.secret import Redactor, Secret, authorization_parts, url_parts
 from ka_exporter.notify.sinks import http
-from ka_exporter.notify.sinks.options import Options
+from ka_exporter.notify.sinks.options import Options, known_keys
 from ka_exporter.notify.sinks.payload import ZERO_TIME, am_alert, resolved_at, rfc3339
 
 _RESERVED = ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
+KEYS = known_keys(("url", "headers", "external_url"), secrets=("secret", "authorization"))
 
 
 @dataclass
@@ -39,6 +40,7 @@ class WebhookSink:
     authorization: Secret | None
     external_url: str
     timeout: float
+    redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
     resend_interval: float | None = None
 
@@ -78,9 +80,8 @@ class WebhookSink:
             headers["webhook-signature"] = "v1," + base64.b64encode(digest).decode()
         if self.authorization is not None:
             headers["Authorization"] = self.authorization.reveal()
-        redact = () if self.authorization is None else (self.authorization,)
         await http.post(
-            self.url, body, headers=headers, timeout=self.timeout, tls=self.tls, redact=redact
+            self.url, body, headers=headers, timeout=self.timeout, tls=self.tls, redact=self.redact
         )
 
 
@@ -96,7 +97,7 @@ def signing_key(secret: Secret) -> bytes:
 
 
 def build(name: str, options: Mapping[str, object]) -> WebhookSink:
-    opts = Options(options)
+    opts = Options(options, KEYS)
     url = opts.url("url")
     secret = opts.optional_secret("secret")
     headers = opts.table("headers")
@@ -107,15 +108,21 @@ def build(name: str, options: Mapping[str, object]) -> WebhookSink:
             )
         if header.lower() in _RESERVED:
             raise ValueError(f"headers: {header} is set by the sink")
-    sink = WebhookSink(
+    authorization = opts.optional_secret("authorization")
+    # the URL is no secret, but a token in its path or query is, should a receiver echo it
+    secrets = url_parts(url)
+    if authorization is not None:
+        secrets += authorization_parts(authorization.reveal())
+    if secret is not None:
+        secrets.append(secret.reveal())
+    return WebhookSink(
         name=name,
         url=url,
         key=None if secret is None else signing_key(secret),
         headers=headers,
-        authorization=opts.optional_secret("authorization"),
+        authorization=authorization,
         external_url=opts.string("external_url", ""),
-        timeout=opts.number("timeout", 15.0),
+        timeout=opts.timeout(15.0),
+        redact=Redactor(secrets),
         tls=opts.tls(),
     )
-    opts.finish()
-    return sink
