@@ -142,7 +142,6 @@ def to_alerts(
                     "summary": f"{what} is {note.state}",
                     "description": f"keepalived {what}: {change}{prio}",
                     **({"old_state": old} if old else {}),
-                    **({"old_state": old} if old else {}),
                 },
             )
         )
