@@ -19,33 +19,49 @@ import ctypes
 import mmap
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyroute2 import netns as p2netns
 
 from ka_exporter.decode import LinkType
 from ka_exporter.model import Model, Segment
 
-FILTER = "ip proto 112 or ip6 proto 112 or (ip proto 51 and ip[((ip[0]&0xf)<<2)] = 112)"
+FILTER = (
+    "ip proto 112 or ip6 proto 112 or (ip proto 51 and ip[((ip[0]&0xf)<<2)] = 112)"
+    # a tag the NIC left in the frame: no VLAN offload, or QinQ's inner tag under an offloaded one
+    " or ((ether[12:2] = 0x8100 or ether[12:2] = 0x88a8)"
+    " and ((ether[16:2] = 0x0800 and ether[27] = 112)"
+    " or (ether[16:2] = 0x86dd and ether[24] = 112)))"
+)
 # `tcpdump -dd FILTER` on Ethernet: compiled once here so the exporter needs no libpcap at run
 # time; a test recompiles FILTER and compares, so the two cannot drift apart.
 BPF_PROGRAM = (
     (0x28, 0, 0, 0x0000000C),
     (0x15, 0, 9, 0x00000800),
     (0x30, 0, 0, 0x00000017),
-    (0x15, 13, 0, 0x00000070),
-    (0x15, 0, 13, 0x00000033),
+    (0x15, 23, 0, 0x00000070),
+    (0x15, 0, 12, 0x00000033),
     (0x30, 0, 0, 0x0000000E),
     (0x54, 0, 0, 0x0000000F),
     (0x64, 0, 0, 0x00000002),
     (0x07, 0, 0, 0x00000003),
     (0x50, 0, 0, 0x0000000E),
-    (0x15, 6, 7, 0x00000070),
-    (0x15, 0, 6, 0x000086DD),
+    (0x15, 16, 6, 0x00000070),
+    (0x15, 0, 5, 0x000086DD),
     (0x30, 0, 0, 0x00000014),
-    (0x15, 3, 0, 0x00000070),
-    (0x15, 0, 3, 0x0000002C),
+    (0x15, 13, 0, 0x00000070),
+    (0x15, 0, 2, 0x0000002C),
     (0x30, 0, 0, 0x00000036),
+    (0x15, 10, 0, 0x00000070),
+    (0x28, 0, 0, 0x0000000C),
+    (0x15, 1, 0, 0x00008100),
+    (0x15, 0, 8, 0x000088A8),
+    (0x28, 0, 0, 0x00000010),
+    (0x15, 0, 2, 0x00000800),
+    (0x30, 0, 0, 0x0000001B),
+    (0x15, 3, 4, 0x00000070),
+    (0x15, 0, 3, 0x000086DD),
+    (0x30, 0, 0, 0x00000018),
     (0x15, 0, 1, 0x00000070),
     (0x06, 0, 0, 0x00040000),
     (0x06, 0, 0, 0x00000000),
@@ -58,6 +74,8 @@ PACKET_VERSION = 10
 TPACKET_V3 = 2
 SO_ATTACH_FILTER = 26
 TP_STATUS_USER = 1
+TP_STATUS_VLAN_VALID = 0x10  # the NIC (or veth) took the outer tag off: it is in tp_vlan_tci
+VLAN_VID = 0x0FFF
 # The ring, per interface: 8 MiB by default (--capture.ring-size), ~50k small adverts even if
 # none is read meanwhile, far beyond what keepalived sends; its pages count in the process's
 # RSS. Blocks of 256 KiB: one is handed over per wake-up, ~1,600 adverts, so a flood holds the
@@ -71,8 +89,9 @@ FRAME_SIZE = 2048  # TPACKET_V3 packs frames tightly; this only has to divide BL
 RETIRE_MS = 20
 # struct tpacket_block_desc: block_status at 8, num_pkts and offset_to_first_pkt after it.
 BLOCK_STATUS = 8
-# struct tpacket3_hdr up to tp_mac: next offset, seconds, nanoseconds, snaplen, len, status, mac.
-FRAME_HEADER = struct.Struct("IIIIIIH")
+# struct tpacket3_hdr up to hv1's tp_vlan_tci: next offset, seconds, nanoseconds, snaplen, len,
+# status, mac, net, rxhash, vlan_tci.
+FRAME_HEADER = struct.Struct("IIIIIIHHII")
 
 
 class CaptureError(Exception):
@@ -167,11 +186,25 @@ class Ring:
 
 @dataclass(slots=True)
 class Tap:
+    """One captured interface. `segment` is where its untagged frames belong (a VLAN
+    subinterface's segment carries its VLAN); a frame whose tag the kernel moved into the
+    metadata belongs to that VLAN's segment, unless a subinterface of that VLAN is captured
+    too (`elsewhere`), which then reports it: once, not twice."""
+
     segment: Segment
     ring: Ring
+    elsewhere: frozenset[int] = frozenset()
     packets: int = 0
     drops: int = 0
     wakeups: int = 0  # callbacks run: what the ring saves the event loop
+    vlans: dict[int, Segment | None] = field(default_factory=dict)  # VID -> segment; None: skip
+
+    def vlan(self, vid: int) -> Segment | None:
+        segment = self.vlans.get(vid, self.segment)
+        if segment is self.segment:
+            segment = None if vid in self.elsewhere else self.segment.tagged(str(vid))
+            self.vlans[vid] = segment
+        return segment
 
     def read_statistics(self) -> None:
         """PACKET_STATISTICS resets on read, so accumulate."""
@@ -190,20 +223,28 @@ class Capture:
         self.ring_size = ring_size
         self.model = model
         self.loop = loop
-        self.taps: dict[Segment, Tap] = {}
+        self.taps: dict[Segment, Tap] = {}  # by link: Segment(interface, netns)
         self.failed: set[Segment] = set()  # wanted, but could not be opened
 
-    def open(self, segment: Segment) -> None:
-        if segment in self.taps:
+    def open(self, link: Segment, vlan: str = "") -> None:
+        """Captures the interface `link`; `vlan` when it is a VLAN subinterface."""
+        if link in self.taps:
             return
         try:
-            ring = open_socket(segment.interface, segment.netns, self.ring_size)
+            ring = open_socket(link.interface, link.netns, self.ring_size)
         except CaptureError:
-            self.failed.add(segment)
+            self.failed.add(link)
             raise
-        self.failed.discard(segment)
-        tap = self.taps[segment] = Tap(segment, ring)
+        self.failed.discard(link)
+        tap = self.taps[link] = Tap(link._replace(vlan=vlan), ring)
         self.loop.add_reader(ring.sock.fileno(), self._drain, tap)
+
+    def elsewhere(self, link: Segment, vids: frozenset[int]) -> None:
+        """The VLANs of `link` whose subinterfaces are captured: their frames are left to them."""
+        tap = self.taps.get(link)
+        if tap is not None and tap.elsewhere != vids:
+            tap.elsewhere = vids
+            tap.vlans.clear()
 
     def close(self, segment: Segment) -> None:
         self.failed.discard(segment)
@@ -243,12 +284,17 @@ class Capture:
             # keep waking the loop until read; netlink tells us whether to close.
             tap.ring.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             return
-        ring, ingest, segment = tap.ring.ring, self.model.ingest, tap.segment
+        ring, ingest, untagged = tap.ring.ring, self.model.ingest, tap.segment
         header, ethernet = FRAME_HEADER.unpack_from, LinkType.ETHERNET
         offset, count = block
         for _ in range(count):
-            step, seconds, nanoseconds, length, _, _, mac = header(ring, offset)
-            start = offset + mac
-            ingest(segment, seconds + nanoseconds * 1e-9, ring[start : start + length], ethernet)
+            step, seconds, nanoseconds, length, _, status, mac, _, _, tci = header(ring, offset)
+            segment: Segment | None = untagged
+            if status & TP_STATUS_VLAN_VALID and tci & VLAN_VID:
+                segment = tap.vlan(tci & VLAN_VID)
+            if segment is not None:
+                start = offset + mac
+                frame = ring[start : start + length]
+                ingest(segment, seconds + nanoseconds * 1e-9, frame, ethernet)
             offset += step
         tap.ring.give_back()

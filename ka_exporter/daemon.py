@@ -29,7 +29,7 @@ from ka_exporter.capture import (
 )
 from ka_exporter.metrics import ExporterCollector, LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
-from ka_exporter.netlink import Watcher, check_netns
+from ka_exporter.netlink import Link, Watcher, check_netns
 from ka_exporter.notify.alert import Alert
 from ka_exporter.notify.config import Config as NotifyConfig
 from ka_exporter.notify.exporter import Alerting
@@ -85,6 +85,7 @@ class Daemon:
         self.model = Model(settings.model)
         self.capture = Capture(self.model, asyncio.get_running_loop(), settings.ring_size)
         self.watchers = {ns: Watcher(ns, self._on_link) for ns in ("", *settings.netns)}
+        self.links: dict[Segment, Link] = {}  # the selected interfaces netlink reports
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
             ExporterCollector(self.model, self.capture, self.local, self.model_time)
@@ -116,6 +117,7 @@ class Daemon:
             addresses={ns: w.local for ns, w in self.watchers.items()},
             netlink_up={ns: w.up for ns, w in self.watchers.items()},
             expected=self.expected,
+            links_up={segment: link.up for segment, link in self.links.items()},
         )
 
     def model_time(self) -> float:
@@ -134,6 +136,8 @@ class Daemon:
             socket.gethostname(),
             __version__,
             self.settings.telemetry_path,
+            self.model.carp_snapshot(now),
+            [s for s, link in self.links.items() if not link.up],
         )
 
     async def start(self) -> None:
@@ -210,16 +214,34 @@ class Daemon:
             if not GLOB_CHARS & set(pattern) and not any(selected(s, (pattern,)) for s in known):
                 raise StartupError(f"unknown interface {pattern!r}")
 
-    def _on_link(self, segment: Segment, present: bool) -> None:
+    def _on_link(self, segment: Segment, link: Link | None) -> None:
         if not selected(segment, self.settings.interfaces):
             return
-        if not present:
+        before = self.links.pop(segment, None)
+        if link is None:
             if segment in self.capture.taps and self.started:
                 log.info("stopped capturing on %s", _where(segment))
             self.capture.close(segment)
+            self.model.link(segment, True, self.model_time())  # gone: nothing to hold for
+        else:
+            self.links[segment] = link
+            if before is not None and before.up != link.up:
+                log.info("link of %s is %s", _where(segment), "up" if link.up else "down")
+            self.model.link(segment, link.up, self.model_time())
+            self._capture(segment, link)
+        for parent in {x.parent for x in (before, link) if x is not None and x.vlan}:
+            self._leave_vlans(Segment(parent, segment.netns))
+        if link is not None and not link.vlan:
+            self._leave_vlans(segment)
+
+    def _capture(self, segment: Segment, link: Link) -> None:
+        vlan = str(link.vlan) if link.vlan else ""
+        tap = self.capture.taps.get(segment)
+        if tap is not None and tap.segment.vlan == vlan:
             return
+        self.capture.close(segment)
         try:
-            self.capture.open(segment)
+            self.capture.open(segment, vlan)
             if self.started:
                 log.info("capturing on %s", _where(segment))
         except PrivilegeError as exc:
@@ -228,6 +250,17 @@ class Daemon:
             log.error("%s", exc)
         except CaptureError as exc:
             log.warning("%s", exc)
+
+    def _leave_vlans(self, parent: Segment) -> None:
+        """Frames of a VLAN that has a captured subinterface are reported there, not on the
+        parent as well."""
+        vids = frozenset(
+            link.vlan
+            for s, link in self.links.items()
+            if link.vlan and link.parent == parent.interface and s.netns == parent.netns
+            and s in self.capture.taps
+        )  # fmt: skip
+        self.capture.elsewhere(parent, vids)
 
     async def _tick(self) -> None:
         while True:

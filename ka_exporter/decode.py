@@ -1,8 +1,13 @@
-"""Captured frame in, validated VRRP advertisement (or a reason to drop it) out.
+"""Captured frame in, validated VRRP advertisement, CARP advertisement, or a reason to drop it out.
 
 Every capture path, live or replayed, funnels its bytes through `decode`, so it validates the way an
 RFC 3768/5798/9568 receiver does, returns a reason instead of raising, and reads the bytes with
 plain indexing: it runs once per packet and must stay cheap.
+
+CARP (OpenBSD/FreeBSD carp(4), pfSense, OPNsense, ucarp) shares VRRP's protocol number, group
+address, first byte and virtual MACs; it is told apart by its fixed layout, not guessed, so a
+CARP neighbour is named as such instead of counted as malformed VRRP. The 802.1Q/802.1ad tags a
+frame carries are returned with it: two VLANs are two segments, even when they reuse a VRID.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import hmac
 import os
 import socket
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -41,6 +47,7 @@ class Reject(enum.StrEnum):
     VRID = "vrid"
     INTERVAL = "interval"
     CHECKSUM = "checksum"
+    CARP_CHECKSUM = "carp_checksum"  # CARP's layout, but its checksum does not verify
 
 
 class Checksum(enum.StrEnum):
@@ -67,10 +74,30 @@ class Advert(NamedTuple):
     checksum: Checksum
     trailer: int  # bytes after the message, e.g. keepalived 2.4's HMAC trailer
     ttl: int
+    vlan: str = ""  # VLAN IDs of the tags in the frame, outermost first: "100", "100.200"
 
     @property
     def interval(self) -> float:
         return self.interval_cs / 100.0
+
+
+class Carp(NamedTuple):
+    """A CARP advertisement: only a CARP master sends them, every advbase + advskew/256 s."""
+
+    time: float
+    family: str
+    src: str
+    dst: str
+    vhid: int
+    advbase: int  # seconds
+    advskew: int  # 1/256 s added to advbase; the lowest advertises fastest and wins
+    demote: int  # OpenBSD's demotion counter (reserved, 0, on FreeBSD and ucarp)
+    ttl: int
+    vlan: str = ""
+
+    @property
+    def interval(self) -> float:
+        return self.advbase + self.advskew / 256
 
 
 IPV4 = "ipv4"
@@ -81,6 +108,11 @@ _VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100))
 _IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: skipped
 _IPV6_FRAGMENT = 44
 _GROUP4 = int.from_bytes(socket.inet_aton("224.0.0.18"))
+# CARP's header: version 2, type 1, vhid, advskew, authlen 7 (counter + SHA-1 HMAC, in 32-bit
+# words), demote, advbase, checksum, 8-byte counter, 20-byte HMAC. Read as VRRPv2, authlen is an
+# address count of 7, which needs 44 bytes: 36 is never a valid VRRP message.
+_CARP_SIZE = 36
+_CARP_AUTHLEN = 7
 _PROCESS_KEY = os.urandom(32)
 _ntoa = socket.inet_ntoa
 
@@ -104,16 +136,16 @@ _RAW_IP = frozenset((LinkType.RAW.value, LinkType.IPV4.value, LinkType.IPV6.valu
 _MEMO_SIZE = 4096
 # Validated adverts by (family, ttl, ah, addresses + message): a master repeats the same message
 # every interval, so the steady state skips validation and address formatting. Bounded.
-_Fields = tuple[
-    str, str, str, int, int, int, int, tuple[str, ...], int, str, bool, Checksum, int, int
-]
-_memo: dict[tuple[bytes, bytes], _Fields | Reject] = {}
+# (Advert or Carp, its fields between `time` and `vlan`), or why it was dropped
+_Decoded = tuple[Callable[..., Advert | Carp], tuple[object, ...]] | Reject
+_memo: dict[tuple[bytes, bytes], _Decoded] = {}
 
 
 def decode(
     frame: bytes, time: float, linktype: int = _ETHERNET, key: bytes = _PROCESS_KEY
-) -> Advert | Reject:
+) -> Advert | Carp | Reject:
     n = len(frame)
+    vlan = ""
     if linktype in (_ETHERNET, _SLL):
         # libpcap puts a stripped 802.1Q tag back into SLL frames, just as it sits in Ethernet
         off = 12 if linktype == _ETHERNET else 14
@@ -121,9 +153,12 @@ def decode(
             return Reject.TRUNCATED
         ethertype = frame[off] << 8 | frame[off + 1]
         while ethertype in _VLAN_TAGS:
-            off += 4
-            if n < off + 2:
+            if n < off + 6:
                 return Reject.TRUNCATED
+            vid = (frame[off + 2] & 0x0F) << 8 | frame[off + 3]
+            if vid:  # VID 0 is a priority tag: no VLAN
+                vlan = f"{vlan}.{vid}" if vlan else str(vid)
+            off += 4
             ethertype = frame[off] << 8 | frame[off + 1]
         off += 2
     elif linktype == _SLL2:
@@ -137,13 +172,13 @@ def decode(
     else:
         return Reject.NOT_VRRP
     if ethertype == 0x0800:
-        return _ipv4(frame, off, time, key)
+        return _ipv4(frame, off, time, key, vlan)
     if ethertype == 0x86DD:
-        return _ipv6(frame, off, time, key)
+        return _ipv6(frame, off, time, key, vlan)
     return Reject.NOT_VRRP
 
 
-def _ipv4(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
+def _ipv4(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | Reject:
     if len(frame) < off + 20:
         return Reject.TRUNCATED
     b0 = frame[off]
@@ -170,10 +205,10 @@ def _ipv4(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
         return Reject.NOT_VRRP
     src = frame[off + 12 : off + 16]
     dst = frame[off + 16 : off + 20]
-    return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key)
+    return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key, vlan)
 
 
-def _ipv6(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
+def _ipv6(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | Reject:
     if len(frame) < off + 40:
         return Reject.TRUNCATED
     if frame[off] >> 4 != 6:
@@ -193,7 +228,7 @@ def _ipv6(frame: bytes, off: int, time: float, key: bytes) -> Advert | Reject:
         return Reject.NOT_VRRP
     src = frame[off + 8 : off + 24]
     dst = frame[off + 24 : off + 40]
-    return _memoized(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key)
+    return _memoized(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key, vlan)
 
 
 def _memoized(
@@ -207,20 +242,22 @@ def _memoized(
     ah: bool,
     time: float,
     key: bytes,
-) -> Advert | Reject:
+    vlan: str,
+) -> Advert | Carp | Reject:
     memo_key = (key, b"%c%c%c%s%s%s" % (len(src), ttl, ah, src, dst, frame[p:end]))
-    fields = _memo.get(memo_key)
-    if fields is None:
-        fields = _vrrp(frame, p, end, family, src, dst, ttl, ah, key)
+    decoded = _memo.get(memo_key)
+    if decoded is None:
+        decoded = _message(frame, p, end, family, src, dst, ttl, ah, key)
         if len(_memo) >= _MEMO_SIZE:
             _memo.clear()
-        _memo[memo_key] = fields
-    if type(fields) is Reject:
-        return fields
-    return Advert(time, *fields)
+        _memo[memo_key] = decoded
+    if isinstance(decoded, Reject):
+        return decoded
+    kind, fields = decoded
+    return kind(time, *fields, vlan)
 
 
-def _vrrp(
+def _message(
     frame: bytes,
     p: int,
     end: int,
@@ -230,14 +267,16 @@ def _vrrp(
     ttl: int,
     ah: bool,
     key: bytes,
-) -> _Fields | Reject:
-    """Validates one message; returns the Advert fields after `time`."""
+) -> _Decoded:
+    """Validates one message; returns its kind and its fields after `time`."""
     if end < p + 8:
         return Reject.LENGTH
     # RFC 3768/5798 receivers drop TTL != 255; keepalived skips the check for unicast adverts,
     # whose TTL its `unicast_ttl` option sets.
     if ttl != 255 and (dst[0] >> 4 == 0xE if family == IPV4 else dst[0] == 0xFF):
         return Reject.TTL
+    if frame[p] == 0x21 and frame[p + 3] == _CARP_AUTHLEN and end - p == _CARP_SIZE and not ah:
+        return _carp(frame, p, family, src, dst, ttl)
     version = frame[p] >> 4
     if version not in (2, 3) or (version == 2 and family == IPV6):
         return Reject.VERSION
@@ -270,7 +309,7 @@ def _vrrp(
     else:
         vips = tuple(_ntop6(frame[i : i + 16]) for i in range(a, a + 16 * count, 16))
         src_s, dst_s = _ntop6(src), _ntop6(dst)
-    return (
+    return Advert, (
         family,
         src_s,
         dst_s,
@@ -286,6 +325,18 @@ def _vrrp(
         end - p - size,
         ttl,
     )
+
+
+def _carp(frame: bytes, p: int, family: str, src: bytes, dst: bytes, ttl: int) -> _Decoded:
+    # carp(4) and ucarp checksum the 36-byte header alone, over IPv6 too: no pseudo-header
+    if int.from_bytes(frame[p : p + _CARP_SIZE]) % 0xFFFF:
+        return Reject.CARP_CHECKSUM
+    vhid = frame[p + 1]
+    if vhid == 0:
+        return Reject.VRID
+    ntoa = _ntoa if family == IPV4 else _ntop6
+    fields = (family, ntoa(src), ntoa(dst), vhid, frame[p + 5], frame[p + 2], frame[p + 4], ttl)
+    return Carp, fields
 
 
 def _v3_checksum(total: int, family: str, src: bytes, dst: bytes, size: int) -> Checksum | None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.registry import Collector
 
 from ka_exporter import __version__
 from ka_exporter.capture import Capture
 from ka_exporter.exposition import NO_LABELS, Family, LabelSet, TextCache
-from ka_exporter.model import MISMATCH_FIELDS, Model, Segment, VridKey, VridView
+from ka_exporter.model import MISMATCH_FIELDS, CarpView, Model, Segment, VridKey, VridView
 from ka_exporter.ownership import ownership
 
 GAUGE, COUNTER, INFO = "gauge", "counter", "info"
@@ -77,6 +77,23 @@ METRICS: dict[str, tuple[str, str]] = {
         GAUGE,
         "1 when this host holds a VIP of the VRID while nobody advertises it.",
     ),
+    "vrrp_carp_collision": (
+        GAUGE,
+        "1 while a CARP group uses the VRID as its vhid on the segment: one virtual MAC, two "
+        "protocols.",
+    ),
+    "carp_masters": (GAUGE, "CARP speakers advertising the vhid now (only a CARP master does)."),
+    "carp_speaker_advertisements": (COUNTER, "CARP adverts received from the speaker."),
+    "carp_speaker_advbase_seconds": (GAUGE, "advbase in the CARP speaker's last advert."),
+    "carp_speaker_advskew": (
+        GAUGE,
+        "advskew in the CARP speaker's last advert (1/256 s; the lowest is master).",
+    ),
+    "carp_speaker_demote": (GAUGE, "Demotion counter in the CARP speaker's last advert."),
+    "carp_speaker_last_advert_timestamp_seconds": (
+        GAUGE,
+        "Unix time of the CARP speaker's last advert.",
+    ),
     "vrrp_packets_rejected": (COUNTER, "Captured frames dropped by the decoder, by reason."),
     "vrrp_untracked_advertisements": (
         COUNTER,
@@ -91,6 +108,10 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "ka_exporter_build": (INFO, "Build information of the exporter."),
     "ka_exporter_capture_up": (GAUGE, "1 while the interface is being captured."),
+    "ka_exporter_link_up": (
+        GAUGE,
+        "1 while the interface is up and running, 0 while its link is down (its VRIDs are held).",
+    ),
     "ka_exporter_netlink_up": (
         GAUGE,
         "1 while the namespace's addresses and links are being watched.",
@@ -105,6 +126,7 @@ class LocalState:
     addresses: Mapping[str, frozenset[str]]  # netns ("" = ours) -> addresses held
     netlink_up: Mapping[str, bool]
     expected: frozenset[str] = frozenset()  # expected router addresses; empty: no allowlist
+    links_up: Mapping[Segment, bool] = field(default_factory=dict)  # captured links, up or not
 
 
 class Families:
@@ -132,6 +154,8 @@ def segment_labels(segment: Segment) -> LabelSet:
     labels = {"interface": segment.interface}
     if segment.netns:
         labels["netns"] = segment.netns
+    if segment.vlan:
+        labels["vlan"] = segment.vlan
     return LabelSet(labels)
 
 
@@ -244,6 +268,9 @@ class ExporterCollector(Collector):
                 add("vrrp_local_master", base, own.local_master)
                 add("vrrp_duplicate_vip", base, own.duplicate)
                 add("vrrp_orphan_vip", base, own.orphan)
+            if view.carp_collision:
+                add("vrrp_carp_collision", base, 1)
+        self._carp(f, self.model.carp_snapshot(self.clock()))
         for (segment, reason), count in self.model.rejects.items():
             add("vrrp_packets_rejected", segment_labels(segment).extend(reason=reason.value), count)
         for segment, count in self.model.untracked.items():
@@ -251,14 +278,31 @@ class ExporterCollector(Collector):
         add("vrrp_tracked_routers", NO_LABELS, self.model.router_count)
         add("vrrp_tracked_routers_limit", NO_LABELS, self.model.config.max_routers)
         for tap in self.capture.statistics() if self.capture else []:
-            labels = segment_labels(tap.segment)
+            labels = segment_labels(tap.segment.link)
             add("vrrp_capture_packets", labels, tap.packets)
             add("vrrp_capture_kernel_drops", labels, tap.drops)
             add("ka_exporter_capture_up", labels, 1)
         for segment in self.capture.failed if self.capture else ():
             add("ka_exporter_capture_up", segment_labels(segment), 0)
+        for link, up in local.links_up.items():
+            add("ka_exporter_link_up", segment_labels(link), up)
         for netns, up in local.netlink_up.items():
             add("ka_exporter_netlink_up", LabelSet({"netns": netns} if netns else {}), up)
         build = LabelSet({"version": __version__, "python": platform.python_version()})
         add("ka_exporter_build", build, 1)
         yield from f
+
+    @staticmethod
+    def _carp(f: Families, views: list[CarpView]) -> None:
+        add = f.add
+        for view in views:
+            key = view.key
+            base = segment_labels(key.segment).extend(family=key.family, vhid=str(key.vrid))
+            add("carp_masters", base, len(view.masters))
+            for s in view.speakers:
+                labels = base.extend(address=s.address)
+                add("carp_speaker_advertisements", labels, s.adverts)
+                add("carp_speaker_advbase_seconds", labels, s.advbase)
+                add("carp_speaker_advskew", labels, s.advskew)
+                add("carp_speaker_demote", labels, s.demote)
+                add("carp_speaker_last_advert_timestamp_seconds", labels, s.last_seen)

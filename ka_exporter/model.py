@@ -4,6 +4,12 @@ Pure: time enters only as an argument (advert timestamps and `advance(now)`), so
 and pcap replay yield the same events, and tests need no clock. Only a master sends adverts, so
 "master" here means "keeps the advert rhythm": a router acts as master while its last non-zero
 advert is younger than `master_tolerance` intervals, and stops the moment it falls silent.
+
+A segment is an interface of a namespace and, on a trunk, a VLAN: the same VRID on two VLANs is
+two virtual routers. CARP speakers are kept beside the VRIDs, never in them; a CARP vhid equal to
+a VRID on one segment is a collision (one virtual MAC, two protocols). While the link of an
+interface is down its VRIDs are held as they were, neither lost nor forgotten: silence there
+says nothing of the routers.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ka_exporter.decode import Advert, Checksum, Reject, decode
+from ka_exporter.decode import Advert, Carp, Checksum, Reject, decode
 
 INFINITY = float("inf")
 
@@ -22,6 +28,16 @@ INFINITY = float("inf")
 class Segment(NamedTuple):
     interface: str
     netns: str = ""  # "" is the exporter's own namespace
+    vlan: str = ""  # "" untagged; "100", or "100.200" for QinQ (outer first)
+
+    @property
+    def link(self) -> Segment:
+        """The interface the segment is carried on, whatever the VLAN: what goes up and down."""
+        return Segment(self.interface, self.netns) if self.vlan else self
+
+    def tagged(self, vlan: str) -> Segment:
+        """This segment with the tags a frame carried inside it appended (QinQ: outer first)."""
+        return self._replace(vlan=f"{self.vlan}.{vlan}" if self.vlan else vlan)
 
 
 class VridKey(NamedTuple):
@@ -42,6 +58,8 @@ class EventType(enum.StrEnum):
     ROUTER_SILENT = "router_silent"
     CONFIG_MISMATCH_START = "config_mismatch_start"
     CONFIG_MISMATCH_END = "config_mismatch_end"
+    COLLISION_START = "collision_start"  # a CARP vhid equals the VRID on the segment
+    COLLISION_END = "collision_end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +71,25 @@ class Event:
     detail: dict[str, str | int | float] = field(default_factory=dict)
 
 
-# Mismatch flag -> positions in Router.config that must agree among a VRID's routers.
-MISMATCH_FIELDS = {
-    "interval": (0,),
-    "vips": (1,),
-    "auth": (2, 3, 4),
-    "version": (5,),
-    "checksum": (6,),
+class RouterConfig(NamedTuple):
+    """What a VRID's routers must agree on, as one advert states it."""
+
+    interval_cs: int
+    vips: tuple[str, ...]
+    auth_type: int
+    auth_fingerprint: str
+    ah: bool
+    version: int
+    checksum: Checksum
+
+
+# Mismatch flag -> the RouterConfig fields that must agree among a VRID's routers.
+MISMATCH_FIELDS: dict[str, tuple[str, ...]] = {
+    "interval": ("interval_cs",),
+    "vips": ("vips",),
+    "auth": ("auth_type", "auth_fingerprint", "ah"),
+    "version": ("version",),
+    "checksum": ("checksum",),
 }
 
 
@@ -108,7 +138,7 @@ class Router:
     adverts: int = 0
     resignations: int = 0
     silent: bool = False
-    config: tuple[object, ...] = ()
+    config: RouterConfig | None = None
     interval: float = 0.0  # seconds
     master_down_interval: float = 0.0  # with its own priority: when it counts as silent
     backup_wait: float = 0.0  # the longest any backup waits for it: priority 1's interval
@@ -117,7 +147,7 @@ class Router:
         self.retime()
 
     def retime(self) -> None:
-        self.config = (
+        self.config = RouterConfig(
             self.interval_cs,
             self.vips,
             self.auth_type,
@@ -147,6 +177,7 @@ class Vrid:
     mismatches: frozenset[str] = frozenset()
     lost_at: float = INFINITY
     next_deadline: float = INFINITY
+    resumed_at: float = -INFINITY  # its link came back up: silence counts from here, not before
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,25 +193,106 @@ class VridView:
     last_transition: float | None
     mismatches: frozenset[str]
     routers: tuple[Router, ...]
+    link_down: bool = False  # held as it was when the interface went down
+    carp_collision: bool = False
+
+
+@dataclass(slots=True)
+class CarpSpeaker:
+    address: str
+    advbase: int
+    advskew: int
+    demote: int
+    first_seen: float
+    last_seen: float
+    adverts: int = 0
+
+    @property
+    def interval(self) -> float:
+        return self.advbase + self.advskew / 256 or 1.0  # advbase 0, advskew 0: carp(4) says 1
+
+
+@dataclass(slots=True)
+class CarpGroup:
+    key: VridKey  # the vhid in the place of a VRID: they share the virtual MAC
+    speakers: dict[str, CarpSpeaker] = field(default_factory=dict)
+    resumed_at: float = -INFINITY  # as Vrid.resumed_at
+
+
+@dataclass(frozen=True, slots=True)
+class CarpView:
+    key: VridKey
+    masters: tuple[str, ...]  # only a CARP master advertises: those heard within tolerance
+    speakers: tuple[CarpSpeaker, ...]
+    link_down: bool = False
 
 
 class Model:
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config or ModelConfig()
         self.vrids: dict[VridKey, Vrid] = {}
-        self.router_count = 0
+        self.carp: dict[VridKey, CarpGroup] = {}
+        self.collisions: set[VridKey] = set()
+        self.router_count = 0  # VRRP routers and CARP speakers: one cap for both
         self.rejects: Counter[tuple[Segment, Reject]] = Counter()
         self.untracked: Counter[Segment] = Counter()
+        self.down: dict[Segment, float] = {}  # links down, by Segment.link -> since
         self.events: list[Event] = []
+        self._carp_deadline = INFINITY
 
     # --- input -------------------------------------------------------------------------------
 
     def ingest(self, segment: Segment, time: float, frame: bytes, linktype: int) -> None:
         result = decode(frame, time, linktype)
-        if isinstance(result, Reject):
-            self.rejects[segment, result] += 1
+        if type(result) is Advert:
+            self.observe(segment.tagged(result.vlan) if result.vlan else segment, result)
+        elif type(result) is Carp:
+            self.observe_carp(segment.tagged(result.vlan) if result.vlan else segment, result)
         else:
-            self.observe(segment, result)
+            self.rejects[segment, result] += 1  # type: ignore[index]
+
+    def link(self, link: Segment, up: bool, now: float) -> None:
+        """The interface `link` went down or came back (netlink). Down: its VRIDs are held as
+        they are now. Up: they resume, their routers given a full interval from `now` to be
+        heard again before they count as silent."""
+        if not up:
+            if link not in self.down:
+                self.advance(now)
+                self.down[link] = now
+            return
+        if self.down.pop(link, None) is None:
+            return
+        for vrid in self.vrids.values():
+            if vrid.key.segment.link == link:
+                vrid.resumed_at = now
+                if vrid.master is not None and not vrid.acting:
+                    vrid.lost_at = now + vrid.routers[vrid.master].backup_wait
+                vrid.next_deadline = self._next_deadline(vrid)
+        for group in self.carp.values():
+            if group.key.segment.link == link:
+                group.resumed_at = now
+        self._carp_deadline = min(self._carp_deadline, now)
+
+    def observe_carp(self, segment: Segment, carp: Carp) -> None:
+        key = (segment, carp.family, carp.vhid)
+        group = self.carp.get(key)  # type: ignore[call-overload]
+        speaker = group.speakers.get(carp.src) if group is not None else None
+        if speaker is None:
+            if self.router_count >= self.config.max_routers:
+                self.untracked[segment] += 1
+                return
+            if group is None:
+                group = CarpGroup(VridKey(*key))
+                self.carp[group.key] = group
+            speaker = group.speakers[carp.src] = CarpSpeaker(
+                carp.src, carp.advbase, carp.advskew, carp.demote, carp.time, carp.time
+            )
+            self.router_count += 1
+            self._check_collision(group.key, carp.time)
+        speaker.advbase, speaker.advskew, speaker.demote = carp.advbase, carp.advskew, carp.demote
+        speaker.last_seen = carp.time
+        speaker.adverts += 1
+        self._carp_deadline = min(self._carp_deadline, self._carp_expiry(group, speaker))
 
     def observe(self, segment: Segment, advert: Advert) -> None:
         key = (segment, advert.family, advert.vrid)  # equal to, and cheaper than, a VridKey
@@ -197,17 +309,23 @@ class Model:
             if vrid is None:
                 vrid = Vrid(VridKey(*key))
                 self.vrids[vrid.key] = vrid
+                if self.carp:
+                    self._check_collision(vrid.key, t)
             router = self._add_router(vrid, advert)
         elif router.silent:
             router.silent = False
-            self._emit(t, EventType.ROUTER_APPEARED, vrid, (router.address,), returning=1)
+            self._emit(t, EventType.ROUTER_APPEARED, vrid.key, (router.address,), returning=1)
         self._update(vrid, router, advert)
         vrid.next_deadline = self._next_deadline(vrid)
 
     def advance(self, now: float) -> None:
         """Let time pass: silences, lost masters, debounced split-brain, expiry."""
+        down = self.down
         for vrid in [v for v in self.vrids.values() if v.next_deadline <= now]:
-            self._settle(vrid, now)
+            if not down or vrid.key.segment.link not in down:
+                self._settle(vrid, now)
+        if self._carp_deadline <= now:
+            self._expire_carp(now)
 
     def pop_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -219,6 +337,7 @@ class Model:
         """shared: the views hold the model's own routers, not copies; for a reader done before
         the model next changes, such as a scrape rendered on the event loop."""
         self.advance(now)
+        down, collisions = self.down, self.collisions
         return [
             VridView(
                 v.key,
@@ -230,16 +349,70 @@ class Model:
                 v.last_transition,
                 v.mismatches,
                 tuple(v.routers.values() if shared else map(copy.copy, v.routers.values())),
+                bool(down) and v.key.segment.link in down,
+                v.key in collisions,
             )
             for v in self.vrids.values()
         ]
 
+    def carp_snapshot(self, now: float) -> list[CarpView]:
+        self.advance(now)
+        tolerance, views = self.config.master_tolerance, []
+        for group in self.carp.values():
+            since = self.down.get(group.key.segment.link)
+            at = now if since is None else since
+            speakers = tuple(map(copy.copy, group.speakers.values()))
+            heard = group.resumed_at
+            masters = tuple(
+                sorted(
+                    s.address
+                    for s in speakers
+                    if at - max(s.last_seen, heard) < tolerance * s.interval
+                )
+            )
+            views.append(CarpView(group.key, masters, speakers, since is not None))
+        return views
+
     # --- internals ---------------------------------------------------------------------------
 
     def _emit(
-        self, t: float, kind: EventType, vrid: Vrid, addrs: tuple[str, ...], **detail: str | float
+        self, t: float, kind: EventType, key: VridKey, addrs: tuple[str, ...], **detail: str | float
     ) -> None:
-        self.events.append(Event(t, kind, vrid.key, addrs, detail))
+        self.events.append(Event(t, kind, key, addrs, detail))
+
+    def _check_collision(self, key: VridKey, t: float) -> None:
+        colliding = key in self.vrids and key in self.carp
+        if colliding == (key in self.collisions):
+            return
+        speakers = tuple(self.carp[key].speakers) if key in self.carp else ()
+        if colliding:
+            self.collisions.add(key)
+            self._emit(t, EventType.COLLISION_START, key, speakers)
+        else:
+            self.collisions.discard(key)
+            self._emit(t, EventType.COLLISION_END, key, speakers)
+
+    def _carp_expiry(self, group: CarpGroup, speaker: CarpSpeaker) -> float:
+        # as a silent VRRP router: a master-down interval (3 advert intervals) times expire_after
+        seen = max(speaker.last_seen, group.resumed_at)
+        return seen + self.config.expire_after * 3 * speaker.interval
+
+    def _expire_carp(self, now: float) -> None:
+        deadline = INFINITY
+        for key, group in list(self.carp.items()):
+            if self.down and key.segment.link in self.down:
+                continue
+            for address, speaker in list(group.speakers.items()):
+                due = self._carp_expiry(group, speaker)
+                if due <= now:
+                    del group.speakers[address]
+                    self.router_count -= 1
+                else:
+                    deadline = min(deadline, due)
+            if not group.speakers:
+                del self.carp[key]
+                self._check_collision(key, now)
+        self._carp_deadline = deadline
 
     def _add_router(self, vrid: Vrid, a: Advert) -> Router:
         router = Router(
@@ -257,7 +430,7 @@ class Model:
         )
         vrid.routers[a.src] = router
         self.router_count += 1
-        self._emit(a.time, EventType.ROUTER_APPEARED, vrid, (a.src,))
+        self._emit(a.time, EventType.ROUTER_APPEARED, vrid.key, (a.src,))
         self._check_config(vrid, a.time)
         return router
 
@@ -266,7 +439,7 @@ class Model:
         r.adverts += 1
         r.last_seen = t
         old_priority = r.priority
-        config = (
+        config = RouterConfig(
             a.interval_cs,
             a.vips,
             a.auth_type,
@@ -288,7 +461,7 @@ class Model:
                 self._emit(
                     t,
                     EventType.PRIORITY_CHANGED,
-                    vrid,
+                    vrid.key,
                     (r.address,),
                     old=old_priority,
                     new=a.priority,
@@ -306,7 +479,7 @@ class Model:
             r.resignations += 1
             if r.address in vrid.acting:
                 vrid.acting.discard(r.address)
-                self._emit(t, EventType.MASTER_RESIGNED, vrid, (r.address,))
+                self._emit(t, EventType.MASTER_RESIGNED, vrid.key, (r.address,))
                 self._acting_changed(vrid, t)
 
     def _acting_changed(self, vrid: Vrid, t: float) -> None:
@@ -323,7 +496,7 @@ class Model:
         if vrid.split_since is not None:
             if vrid.split_brain:
                 vrid.split_brain = False
-                self._emit(t, EventType.SPLIT_BRAIN_END, vrid, tuple(sorted(vrid.acting)))
+                self._emit(t, EventType.SPLIT_BRAIN_END, vrid.key, tuple(sorted(vrid.acting)))
             vrid.split_since, vrid.split_deadline = None, INFINITY
         if vrid.acting:
             (new,) = vrid.acting
@@ -331,9 +504,9 @@ class Model:
             if new != vrid.master:
                 old = vrid.master
                 if old is None:
-                    self._emit(t, EventType.MASTER_ELECTED, vrid, (new,))
+                    self._emit(t, EventType.MASTER_ELECTED, vrid.key, (new,))
                 else:
-                    self._emit(t, EventType.MASTER_CHANGED, vrid, (new, old))
+                    self._emit(t, EventType.MASTER_CHANGED, vrid.key, (new, old))
                 if vrid.had_master:
                     vrid.transitions += 1
                     vrid.last_transition = t
@@ -341,38 +514,42 @@ class Model:
         elif vrid.master is not None and vrid.lost_at == INFINITY:
             # Every backup waits its own master-down interval before taking over; only after the
             # slowest possible one (priority 1) is nobody coming.
-            last = max(r.last_seen for r in vrid.routers.values())
+            last = max(vrid.resumed_at, *(r.last_seen for r in vrid.routers.values()))
             vrid.lost_at = last + vrid.routers[vrid.master].backup_wait
 
     def _check_config(self, vrid: Vrid, t: float) -> None:
         configs = [r.config for r in vrid.routers.values()]
         now = frozenset(
             name
-            for name, at in MISMATCH_FIELDS.items()
-            if len({tuple(c[i] for i in at) for c in configs}) > 1
+            for name, names in MISMATCH_FIELDS.items()
+            if len({tuple(getattr(c, n) for n in names) for c in configs}) > 1
         )
         for name in sorted(now - vrid.mismatches):
-            self._emit(t, EventType.CONFIG_MISMATCH_START, vrid, tuple(vrid.routers), field=name)
+            self._emit(
+                t, EventType.CONFIG_MISMATCH_START, vrid.key, tuple(vrid.routers), field=name
+            )
         for name in sorted(vrid.mismatches - now):
-            self._emit(t, EventType.CONFIG_MISMATCH_END, vrid, tuple(vrid.routers), field=name)
+            self._emit(t, EventType.CONFIG_MISMATCH_END, vrid.key, tuple(vrid.routers), field=name)
         vrid.mismatches = now
 
     def _next_deadline(self, vrid: Vrid) -> float:
         deadline = vrid.lost_at
         if not vrid.split_brain:
             deadline = min(deadline, vrid.split_deadline)
-        tolerance, expire, acting = (
+        tolerance, expire, acting, resumed = (
             self.config.master_tolerance,
             self.config.expire_after,
             vrid.acting,
+            vrid.resumed_at,
         )
         for r in vrid.routers.values():
+            seen = r.last_seen if r.last_seen > resumed else resumed
             if r.silent:
-                due = r.last_seen + expire * r.master_down_interval
+                due = seen + expire * r.master_down_interval
             else:
-                due = r.last_seen + r.master_down_interval
+                due = seen + r.master_down_interval
             if r.address in acting:
-                due = min(due, r.last_seen + tolerance * r.interval)
+                due = min(due, seen + tolerance * r.interval)
             deadline = min(deadline, due)
         return deadline
 
@@ -382,6 +559,8 @@ class Model:
             self._fire(vrid, t)
             if not vrid.routers:
                 del self.vrids[vrid.key]
+                if vrid.key in self.collisions:
+                    self._check_collision(vrid.key, t)
                 return
             vrid.next_deadline = self._next_deadline(vrid)
 
@@ -391,24 +570,27 @@ class Model:
             vrid.split_brain = True
             vrid.split_brain_events += 1
             masters = tuple(sorted(vrid.acting))
-            self._emit(t, EventType.SPLIT_BRAIN_START, vrid, masters, since=since)
-        tolerance, routers = self.config.master_tolerance, vrid.routers
+            self._emit(t, EventType.SPLIT_BRAIN_START, vrid.key, masters, since=since)
+        tolerance, routers, resumed = self.config.master_tolerance, vrid.routers, vrid.resumed_at
         dropped = [
-            a for a in vrid.acting if routers[a].last_seen + tolerance * routers[a].interval <= t
+            a
+            for a in vrid.acting
+            if max(routers[a].last_seen, resumed) + tolerance * routers[a].interval <= t
         ]
         if dropped:
             vrid.acting.difference_update(dropped)
             self._acting_changed(vrid, t)
         if vrid.lost_at <= t and vrid.master is not None:
-            self._emit(t, EventType.MASTER_LOST, vrid, (vrid.master,))
+            self._emit(t, EventType.MASTER_LOST, vrid.key, (vrid.master,))
             vrid.master, vrid.lost_at = None, INFINITY
         expired = []
         for r in vrid.routers.values():
             mdi = r.master_down_interval
-            if not r.silent and r.last_seen + mdi <= t:
+            seen = max(r.last_seen, resumed)
+            if not r.silent and seen + mdi <= t:
                 r.silent = True
-                self._emit(t, EventType.ROUTER_SILENT, vrid, (r.address,))
-            elif r.silent and r.last_seen + self.config.expire_after * mdi <= t:
+                self._emit(t, EventType.ROUTER_SILENT, vrid.key, (r.address,))
+            elif r.silent and seen + self.config.expire_after * mdi <= t:
                 expired.append(r.address)
         for address in expired:
             del vrid.routers[address]

@@ -1,7 +1,8 @@
 """What each watched network namespace has: its interfaces and its addresses, kept current.
 
 One rtnetlink socket per namespace (pyroute2, asyncio): a dump at start, then link and address
-events. Links drive which interfaces are captured; addresses tell which VIPs this host holds.
+events. Links drive which interfaces are captured, whether their link is up, and which are VLAN
+subinterfaces of which parent; addresses tell which VIPs this host holds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
@@ -20,10 +21,19 @@ from ka_exporter.model import Segment
 log = logging.getLogger(__name__)
 
 NETNS_DIR = "/var/run/netns"
+IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40  # operationally up: carrier, and not dormant
 RETRY_SECONDS = 1.0
 
-LinkHandler = Callable[[Segment, bool], None]  # (segment, present)
+
+class Link(NamedTuple):
+    up: bool  # administratively up and running: adverts can arrive
+    vlan: int = 0  # a VLAN subinterface: its VLAN ID, and the interface it is on
+    parent: str = ""
+
+
+LinkHandler = Callable[[Segment, Link | None], None]  # (segment, its link; None: gone)
 
 
 def check_netns(name: str) -> None:
@@ -37,6 +47,7 @@ class Watcher:
         self.netns = netns
         self.on_link = on_link
         self.links: dict[int, str] = {}  # ifindex -> name, loopback excluded
+        self.states: dict[int, Link] = {}
         self.addresses: set[tuple[int, str]] = set()
         self.up = False
         self._ipr: Any = None
@@ -50,8 +61,9 @@ class Watcher:
         self._ipr = AsyncIPRoute(netns=self.netns, flags=0) if self.netns else AsyncIPRoute()
         await self._ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
         for name in list(self.links.values()):
-            self.on_link(Segment(name, self.netns), False)
+            self.on_link(Segment(name, self.netns), None)
         self.links.clear()
+        self.states.clear()
         self.addresses.clear()
         async for msg in await self._ipr.link("dump"):
             self._handle(msg)
@@ -84,17 +96,26 @@ class Watcher:
     def _handle(self, msg: Any) -> None:
         event, index = msg.get("event"), msg.get("index")
         if event == "RTM_NEWLINK":
-            name = msg.get("ifname")
-            if msg.get("flags", 0) & IFF_LOOPBACK or self.links.get(index) == name:
+            name, flags = msg.get("ifname"), msg.get("flags", 0)
+            if flags & IFF_LOOPBACK:
                 return
-            if index in self.links:
-                self.on_link(Segment(self.links[index], self.netns), False)
-            self.links[index] = name
-            self.on_link(Segment(name, self.netns), True)
+            link = Link(flags & (IFF_UP | IFF_RUNNING) == IFF_UP | IFF_RUNNING)
+            if msg.get(("linkinfo", "kind")) == "vlan":
+                parent = self.links.get(msg.get("link"), "")
+                link = link._replace(
+                    vlan=msg.get(("linkinfo", "data", "vlan_id"), 0), parent=parent
+                )
+            if self.links.get(index) == name and self.states.get(index) == link:
+                return
+            if index in self.links and self.links[index] != name:
+                self.on_link(Segment(self.links[index], self.netns), None)
+            self.links[index], self.states[index] = name, link
+            self.on_link(Segment(name, self.netns), link)
         elif event == "RTM_DELLINK":
             name = self.links.pop(index, None)
+            self.states.pop(index, None)
             if name is not None:
-                self.on_link(Segment(name, self.netns), False)
+                self.on_link(Segment(name, self.netns), None)
         elif event == "RTM_NEWADDR":
             self.addresses.add((index, msg.get("address")))
         elif event == "RTM_DELADDR":

@@ -23,7 +23,8 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vrrp import VRRP, VRRPv3
 from scapy.packet import Packet, Raw
 
-from ka_exporter.decode import Advert, Checksum, LinkType, Reject, decode, fingerprint
+from ka_exporter.decode import Advert, Carp, Checksum, LinkType, Reject, decode, fingerprint
+from tests import segments
 from tests.frames import (
     FRAMINGS,
     GROUP4,
@@ -383,6 +384,10 @@ REJECTS = [
     # checksum
     pytest.param(bytes(set_checksum(advert(2), None)), ETH, Reject.CHECKSUM, id="checksum-v2"),
     pytest.param(bytes(set_checksum(advert(3), None)), ETH, Reject.CHECKSUM, id="checksum-v3"),
+    pytest.param(segments.carp(7, good=False), ETH, Reject.CARP_CHECKSUM, id="carp-checksum"),
+    pytest.param(
+        segments.carp(7, "ipv6", good=False), ETH, Reject.CARP_CHECKSUM, id="carp-checksum-v6"
+    ),
 ]
 
 
@@ -403,7 +408,8 @@ def test_every_reject_reason_is_covered() -> None:
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_framings_give_the_same_advert(name: str, framing: str) -> None:
     frame = bytes(kind(name, vrid=42, priority=200))
-    assert decoded(*reframe(frame, framing)) == decoded(frame)
+    vlan = {"dot1q": "42", "qinq": "100.42"}.get(framing, "")
+    assert decoded(*reframe(frame, framing)) == decoded(frame)._replace(vlan=vlan)
 
 
 @pytest.mark.parametrize(
@@ -417,8 +423,19 @@ def test_framings_give_the_same_advert(name: str, framing: str) -> None:
 )
 @pytest.mark.parametrize("name", KINDS)
 def test_vlan_tags(tags: bytes, name: str) -> None:
+    """The advert is the same; the VLAN IDs of its tags, outermost first, come with it."""
     frame = bytes(kind(name))
-    assert decoded(frame[:12] + tags + frame[12:]) == decoded(frame)
+    adv = decoded(frame[:12] + tags + frame[12:])
+    vids = [struct.unpack("!H", tags[i + 2 : i + 4])[0] & 0xFFF for i in range(0, len(tags), 4)]
+    assert adv.vlan == ".".join(map(str, vids))
+    assert adv._replace(vlan="") == decoded(frame)
+
+
+def test_priority_tag_is_no_vlan() -> None:
+    """VID 0 carries only an 802.1p priority: the frame belongs to the untagged segment."""
+    frame = bytes(kind("v3-ipv4"))
+    assert decoded(segments.tagged(frame, 0)).vlan == ""
+    assert decoded(segments.tagged(frame, 0, 7)).vlan == "7"
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -432,7 +449,7 @@ def test_sll_with_reinserted_vlan_tag(name: str) -> None:
     frame = bytes(kind(name))
     sll, linktype = reframe(frame, "sll")
     tagged = sll[:14] + b"\x81\x00\x00\x2a" + sll[14:]
-    assert decoded(tagged, linktype) == decoded(frame)
+    assert decoded(tagged, linktype) == decoded(frame)._replace(vlan="42")
 
 
 @pytest.mark.parametrize(
@@ -642,3 +659,47 @@ def test_every_prefix_of_a_real_advert(linktype: int) -> None:
     for frame in REAL_ADVERTS[:40]:
         for cut in range(len(frame) + 1):
             assert_sane(decode(frame[:cut], 0.0, linktype, KEY))
+
+
+# ---------------------------------------------------------------------------------------------
+# CARP
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_carp_is_named_as_carp_with_its_fields(family: str) -> None:
+    frame = segments.carp(63, family, advskew=100, advbase=2, demote=3)
+    result = decode(frame, 2.5, ETH, KEY)
+    src, dst = (segments.CARP_SRC4, GROUP4) if family == "ipv4" else (segments.CARP_SRC6, GROUP6)
+    assert result == Carp(2.5, family, src, dst, 63, 2, 100, 3, 255)
+    assert result.interval == 2 + 100 / 256
+
+
+def test_carp_on_a_vlan_carries_the_vlan() -> None:
+    result = decode(segments.tagged(segments.carp(5), 100), 0.0, ETH, KEY)
+    assert isinstance(result, Carp)
+    assert result.vlan == "100"
+
+
+def test_carp_vhid_zero_is_rejected() -> None:
+    assert decode(segments.carp(0), 0.0, ETH, KEY) is Reject.VRID
+
+
+def test_vrrpv2_with_seven_addresses_stays_vrrp() -> None:
+    """CARP's authlen 7 is VRRPv2's address count 7; the length tells them apart (44 vs 36)."""
+    vips = [f"192.0.2.{50 + i}" for i in range(7)]
+    pkt = advert(2, vrid=9, addrlist=vips)
+    adv = decoded(bytes(pkt))
+    assert adv.vips == tuple(vips)
+    assert advert_fields(adv) == scapy_fields(bytes(pkt))
+
+
+def test_carp_header_inside_a_longer_message_is_not_carp() -> None:
+    """A CARP-looking header with bytes after it is neither CARP nor a valid VRRPv2 message."""
+    body = segments.carp_message(7) + bytes(4)
+    frame = bytes(replace_message(advert(2), body))
+    assert decode(frame, 0.0, ETH, KEY) is Reject.LENGTH
+
+
+def test_carp_with_ttl_below_255_is_rejected() -> None:
+    frame = bytes(replace_message(advert(2, ttl=64), segments.carp_message(7)))
+    assert decode(frame, 0.0, ETH, KEY) is Reject.TTL

@@ -9,7 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ka_exporter.decode import LinkType
 from ka_exporter.metrics import COUNTER, INFO, METRICS, ExporterCollector, LocalState
+from ka_exporter.model import Model, Segment
+from tests import segments
 from tests.states import model_at
 
 ROOT = Path(__file__).parent.parent
@@ -87,8 +90,46 @@ def test_promtool_check_metrics(offset: float) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def trunk_exposition() -> str:
+    """A trunk: VRID 51 on two VLANs, QinQ, CARP beside (vhid 51 colliding), eth1 down."""
+    model = Model()
+    records = segments.trunk()
+    for t, frame in records:
+        model.ingest(Segment("eth0"), t, frame, LinkType.ETHERNET)
+    now = records[-1][0]
+    local = LocalState({"": frozenset()}, {"": True}, links_up={Segment("eth1"): False})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
+    return generate_latest(registry).decode()
+
+
+def test_trunk_series_carry_the_vlan_and_carp_its_vhid() -> None:
+    found = samples(trunk_exposition().encode())
+    eth0 = {("interface", "eth0"), ("family", "ipv4")}
+
+    def value(name: str, **labels: str) -> float | None:
+        return found.get((name, frozenset(eth0 | set(labels.items()))))
+
+    assert value("vrrp_masters", vlan="100", vrid="51") == 1
+    assert value("vrrp_masters", vlan="200", vrid="51") == 1
+    assert value("vrrp_masters", vlan="300.52", vrid="52") == 1
+    assert value("vrrp_split_brain", vlan="100", vrid="51") == 0
+    assert value("vrrp_config_mismatch", vlan="100", vrid="51", field="vips") == 0
+    assert value("vrrp_carp_collision", vlan="100", vrid="51") == 1
+    assert value("vrrp_carp_collision", vlan="200", vrid="51") is None
+    assert value("carp_masters", vlan="100", vhid="51") == 1
+    assert value("carp_masters", vlan="100", vhid="60") == 1
+    assert value("carp_speaker_advskew", vlan="100", vhid="51", address="192.0.2.31") == 10
+    assert not [k for k in found if k[0] == "vrrp_packets_rejected_total"]
+    assert found[("ka_exporter_link_up", frozenset({("interface", "eth1")}))] == 0
+    assert not [
+        labels for name, labels in found if name.startswith("vrrp_") and ("vlan", "") in labels
+    ]
+
+
 def test_every_family_is_exposed_as_declared() -> None:
     text = exposition("vrrp-all.pcap", 104.0, ALLOW_11).decode()  # after a transition
+    text += trunk_exposition()
     for name, (kind, doc) in METRICS.items():
         if name.startswith(
             ("vrrp_capture", "vrrp_untracked", "vrrp_packets", "ka_exporter_capture")

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ka_exporter.decode import Advert, Checksum
+from ka_exporter.decode import Advert, Carp, Checksum
 from ka_exporter.model import Event, EventType, Model, ModelConfig, Segment, VridKey, VridView
+from tests import frames, segments
 
 ETH0 = Segment("eth0")
 A, B, C = "192.0.2.11", "192.0.2.12", "192.0.2.13"
@@ -620,3 +621,134 @@ def test_recorded_master_forgotten_during_a_split_among_others() -> None:
     for t in (5.0, 7.0, 12.0):
         (v,) = model.snapshot(t)
         assert v.master is None or v.master in {r.address for r in v.routers}
+
+
+# --- segments: VLANs, CARP, links ---------------------------------------------------------------
+
+
+def carp(t: float, src: str = "192.0.2.31", vhid: int = 1, advskew: int = 0, **kw: Any) -> Carp:
+    fields: dict[str, Any] = {"advbase": 1, "demote": 0, **kw}
+    return Carp(
+        t, "ipv4", src, "224.0.0.18", vhid, fields["advbase"], advskew, fields["demote"], 255
+    )
+
+
+def test_same_vrid_on_two_vlans_is_two_virtual_routers() -> None:
+    """The trunk case: VRID 51 on VLAN 100 and on VLAN 200, other masters, other VIPs."""
+    model = Model()
+    v100, v200 = Segment("eth0", vlan="100"), Segment("eth0", vlan="200")
+    feed(model, every(A, 0, 10, vrid=51, vips=("192.0.2.51",)), v100)
+    feed(model, every(B, 0, 10, vrid=51, vips=("198.51.100.51",)), v200)
+    views = {v.key.segment: v for v in model.snapshot(10)}
+    assert set(views) == {v100, v200}
+    for segment, master in ((v100, A), (v200, B)):
+        assert views[segment].masters == (master,)
+        assert not views[segment].split_brain
+        assert views[segment].mismatches == frozenset()
+    assert not kinds(model.pop_events(), EventType.SPLIT_BRAIN_START)
+
+
+def test_ingest_puts_a_tagged_frame_on_its_vlan_under_the_tap_segment() -> None:
+    """A live tap on a VLAN whose frames still carry the inner tag (QinQ): outer first."""
+    model = Model()
+    frame = segments.tagged(bytes(frames.advert(3, vrid=52)), 52)
+    model.ingest(Segment("eth0", "", "300"), 1.0, frame, 1)
+    (v,) = model.snapshot(1.0)
+    assert v.key.segment == Segment("eth0", "", "300.52")
+
+
+def test_carp_speakers_are_tracked_apart_from_vrrp() -> None:
+    model = Model()
+    for i in range(5):
+        model.observe_carp(ETH0, carp(float(i), advskew=0))
+        model.observe_carp(ETH0, carp(float(i), "192.0.2.32", vhid=2, advskew=50))
+    groups = {g.key.vrid: g for g in model.carp_snapshot(4.5)}
+    assert set(groups) == {1, 2}
+    assert groups[1].masters == ("192.0.2.31",)
+    (speaker,) = groups[2].speakers
+    assert (speaker.advskew, speaker.adverts, speaker.first_seen) == (50, 5, 0.0)
+    assert model.vrids == {}
+    assert model.router_count == 2
+    # a CARP master that falls silent stops being master at once, and is forgotten later
+    assert model.carp_snapshot(7.0)[0].masters == ()
+    assert len(model.carp_snapshot(4 + 3 * 10 + 0.01)) == 1  # advskew 0: 30 s of silence
+    assert model.carp_snapshot(4 + 3 * 10 * (1 + 50 / 256) + 0.01) == []
+    assert model.router_count == 0
+
+
+def test_carp_vhid_equal_to_a_vrid_on_the_segment_is_a_collision() -> None:
+    model = Model()
+    feed(model, every(A, 0, 40, vrid=63))
+    model.observe_carp(Segment("eth1"), carp(1.0, vhid=63))  # another segment: no collision
+    model.observe_carp(ETH0, carp(2.0, vhid=62))  # another ID: no collision
+    assert not [v for v in model.snapshot(2.0) if v.carp_collision]
+    for t in range(3, 10):
+        model.observe_carp(ETH0, carp(float(t), vhid=63))
+    (v,) = [v for v in model.snapshot(10.0) if v.key.segment == ETH0]
+    assert v.carp_collision
+    (start,) = of(model.pop_events(), EventType.COLLISION_START)
+    assert (start.time, start.key.vrid, start.addresses) == (3.0, 63, ("192.0.2.31",))
+    model.advance(9 + 3 * 10 + 0.01)  # the CARP speaker is forgotten: the collision ends
+    (end,) = of(model.pop_events(), EventType.COLLISION_END)
+    assert end.key == start.key
+    assert not any(v.carp_collision for v in model.snapshot(40))
+
+
+def test_collision_ends_when_the_vrid_is_forgotten() -> None:
+    model = Model()
+    feed(model, every(A, 0, 3, vrid=7))
+    for t in range(0, 60):
+        model.observe_carp(ETH0, carp(float(t), vhid=7))
+        model.advance(float(t))
+    events = model.pop_events()
+    assert kinds(events, EventType.COLLISION_START, EventType.COLLISION_END) == [
+        EventType.COLLISION_START,
+        EventType.COLLISION_END,
+    ]
+    assert model.collisions == set()
+
+
+def test_a_flood_of_carp_sources_is_bounded_by_the_router_cap() -> None:
+    model = Model(ModelConfig(max_routers=100))
+    for i in range(5000):
+        model.observe_carp(ETH0, carp(1.0, f"198.51.{i // 256}.{i % 256}", vhid=1 + i % 255))
+    assert model.router_count == 100
+    assert sum(len(g.speakers) for g in model.carp.values()) == 100
+    assert model.untracked[ETH0] == 4900
+
+
+def test_link_down_holds_its_vrids_and_link_up_resumes_them() -> None:
+    """No master lost, no router silent, nothing forgotten while the interface is down; back
+    up, the routers get their usual time to be heard, and are heard."""
+    model = Model()
+    other = Segment("eth1")
+    feed(model, every(A, 0, 10, vrid=1))
+    feed(model, every(B, 0, 10, vrid=2), other)
+    model.pop_events()
+    model.link(ETH0, False, 9.5)
+    model.advance(300)  # far past expiry
+    held = {v.key.vrid: v for v in model.snapshot(300)}
+    assert held[1].masters == (A,) and held[1].link_down
+    assert 2 not in held  # the other link's VRID was lost and forgotten as usual
+    assert not [e for e in model.pop_events() if e.key.segment == ETH0]
+    model.link(ETH0, True, 300)
+    model.advance(300.5)
+    assert view(model, 300.5).masters == (A,)
+    feed(model, every(A, 300.6, 305, vrid=1))
+    assert view(model, 305).masters == (A,)
+    assert not model.pop_events()
+    # and a master that really is gone after the link came back is lost as usual
+    events = settle(model, 330)
+    assert EventType.MASTER_LOST in kinds(events)
+
+
+def test_link_down_holds_carp_groups_too() -> None:
+    model = Model()
+    for t in range(5):
+        model.observe_carp(ETH0, carp(float(t)))
+    model.link(ETH0, False, 4.5)
+    (group,) = model.carp_snapshot(500)
+    assert group.link_down and group.masters == ("192.0.2.31",)
+    model.link(ETH0, True, 500)
+    assert model.carp_snapshot(500.5)[0].masters == ("192.0.2.31",)
+    assert model.carp_snapshot(540) == []
