@@ -45,12 +45,24 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _child_setup() -> None:
-    # Runs in the child between fork and exec. The signal mask is inherited from
-    # `signals_deferred`; keepalived must stay stoppable. PDEATHSIG survives the exec: if the
-    # lab's Python is killed before it can clean up, the kernel still stops what it started.
+def child_setup() -> None:
+    """Runs in the child between fork and exec. The signal mask is inherited from
+    `signals_deferred`; the child must stay stoppable. PDEATHSIG survives the exec: if our
+    Python is killed before it can clean up, the kernel still stops what it started."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start(argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen` of a child that only we stop: a session of its own keeps the
+    terminal's Ctrl-C away from it, and the kernel sends it SIGTERM if we die first. Call it
+    inside `signals_deferred`, with the PID recorded before the block ends."""
+    return subprocess.Popen(
+        list(argv),
+        start_new_session=True,
+        preexec_fn=child_setup,  # noqa: PLW1509 -- only sigprocmask(2) and prctl(2)
+        **popen,
+    )
 
 
 def adopt_orphans() -> None:
@@ -124,17 +136,9 @@ class Processes:
         stdout: File = subprocess.DEVNULL,
         stderr: File = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
-        # A session of its own keeps the terminal's Ctrl-C away from the children: only the lab
-        # decides when and with which signal they stop.
+        # Only the lab decides when and with which signal its children stop.
         with signals_deferred():
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-                preexec_fn=_child_setup,  # noqa: PLW1509 -- only sigprocmask(2) and prctl(2)
-            )
+            proc: subprocess.Popen[bytes] = start(argv, stdin=stdin, stdout=stdout, stderr=stderr)
             self._procs.append((stage, proc))
             self.note(proc.pid)
         return proc

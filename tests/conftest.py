@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import os
-import secrets
-import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
-from pyroute2 import netns as p2netns
 
-from lab import netns
+from lab import veth
+from lab.veth import send
+
+__all__ = ["send"]  # tests write frames onto the wire with it
 
 pytest_plugins = ["tests.lab_fixtures"]
 
@@ -34,27 +34,5 @@ def wire() -> Iterator[tuple[str, str]]:
     """Two network namespaces of the test's own, joined by a veth pair, eth0 on both sides."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
-    tag = secrets.token_hex(2)
-    a, b = f"kaw{tag}-a", f"kaw{tag}-b"
-    try:
-        for ns in (a, b):
-            netns.add(ns)
-        netns.run(["ip", "link", "add", "eth0", "netns", a, "type", "veth",
-                   "peer", "name", "eth0", "netns", b])  # fmt: skip
-        for ns in (a, b):
-            netns.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        yield a, b
-    finally:
-        for ns in (a, b):
-            netns.delete(ns)
-
-
-def send(ns: str, frames: Iterable[bytes], interface: str = "eth0") -> None:
-    """Writes frames onto `interface` inside `ns` (never the root namespace); bounded by input."""
-    sock = p2netns.create_socket(
-        ns, family=socket.AF_PACKET, socket_type=socket.SOCK_RAW, proto=0, flags=0
-    )
-    with sock:
-        sock.bind((interface, 0))
-        for frame in frames:
-            sock.send(frame)
+    with veth.pair("kaw") as ends:
+        yield ends

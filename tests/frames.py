@@ -1,7 +1,6 @@
-"""Frame builders and oracles shared by the decoder and capture tests.
+"""Oracles and captures for the decoder and capture tests, over the frames lab.frames builds.
 
-Adverts are built with scapy (which computes the checksums the way keepalived does), re-framed
-into the link layers the decoder accepts, and dissected back with scapy as an independent oracle.
+scapy dissects the built adverts back as an independent oracle, and computes checksums on its own.
 The carp contrib is never loaded here: it unbinds VRRP from IP.
 """
 
@@ -20,25 +19,44 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import Ether
 from scapy.layers.vrrp import VRRP, VRRPv3
-from scapy.packet import Packet, Raw, bind_layers
+from scapy.packet import Packet, Raw
 from scapy.utils import checksum
 
-from ka_exporter.decode import Advert, Checksum, LinkType
+from ka_exporter.decode import Advert, Checksum
 from ka_exporter.pcap import Packet as CapturedPacket
 from ka_exporter.pcap import read
+from lab.frames import FRAMINGS, GROUP4, GROUP6, SRC4, SRC6, SRC_MAC, advert, auth_ints, reframe
 
-# scapy leaves an AH-wrapped advert as Raw unless told that AH next header 112 is VRRP.
-bind_layers(AH, VRRP, nh=112)
+__all__ = [
+    "ADVERT_FIELDS",
+    "DATA",
+    "FRAMINGS",
+    "GROUP4",
+    "GROUP6",
+    "KEY",
+    "SRC4",
+    "SRC6",
+    "SRC_MAC",
+    "advert",
+    "advert_fields",
+    "auth_ints",
+    "canonical",
+    "capture",
+    "message",
+    "patch",
+    "pcap_bytes",
+    "pseudo_header",
+    "reframe",
+    "replace_message",
+    "scapy_fields",
+    "set_checksum",
+    "valid_checksums",
+    "with_trailer",
+]
 
 DATA = Path(__file__).parent / "data"
-GROUP4 = "224.0.0.18"
-GROUP6 = "ff02::12"
-SRC4 = "192.0.2.11"
-SRC6 = "fe80::f8f6:94ff:fe7b:2112"
-SRC_MAC = "02:00:00:00:00:0b"
 KEY = b"test-key-0123456789abcdef0123456"
 
-FRAMINGS = ("ethernet", "dot1q", "qinq", "sll", "sll2", "raw", "raw_family")
 ADVERT_FIELDS = (
     "family",
     "src",
@@ -55,43 +73,6 @@ ADVERT_FIELDS = (
 )
 
 
-def auth_ints(secret: bytes) -> tuple[int, int]:
-    """VRRPv2 auth data as scapy's auth1/auth2 (the password NUL-padded to 8 bytes)."""
-    a, b = struct.unpack("!II", secret.ljust(8, b"\0")[:8])
-    return a, b
-
-
-def advert(
-    version: int = 3,
-    family: str = "ipv4",
-    *,
-    src: str | None = None,
-    dst: str | None = None,
-    ttl: int = 255,
-    ah: bool = False,
-    auth: bytes | None = None,
-    **fields: Any,
-) -> Packet:
-    """Ether/IP(v6)/[AH]/VRRP(v3) with scapy's checksums; `fields` go to the VRRP layer."""
-    v3_ipv6 = (version, family) == (3, "ipv6")
-    fields.setdefault("addrlist", ["2001:db8::50"] if v3_ipv6 else ["192.0.2.50"])
-    if family == "ipv4":
-        l3: Packet = IP(src=src or SRC4, dst=dst or GROUP4, ttl=ttl)
-    else:
-        l3 = IPv6(src=src or SRC6, dst=dst or GROUP6, hlim=ttl)
-    if version == 3:
-        message: Packet = VRRPv3(**fields)
-    else:
-        if auth is not None:
-            fields["auth1"], fields["auth2"] = auth_ints(auth)
-        message = VRRP(version=version, **fields)
-    if family == "ipv6":
-        l3.nh = 112  # scapy binds only VRRPv3 to IPv6
-    if ah:
-        l3 = l3 / AH(nh=112, payloadlen=4, spi=0xC000020B, seq=1, icv=b"\xa7" * 12)
-    return Ether(src=SRC_MAC, dst=_dst_mac(l3.dst)) / l3 / message
-
-
 def message(pkt: Packet) -> bytes:
     """The VRRP message of a built advert (checksum included)."""
     return bytes(pkt.getlayer(VRRPv3) or pkt[VRRP])
@@ -104,12 +85,6 @@ def with_trailer(pkt: Packet, trailer: bytes) -> Packet:
     payload, so a Raw stacked on them silently disappears from the built frame.
     """
     return replace_message(pkt, message(pkt) + trailer) if trailer else pkt
-
-
-def _dst_mac(dst: str) -> str:
-    if dst == GROUP4:
-        return "01:00:5e:00:00:12"
-    return "33:33:00:00:00:12" if dst == GROUP6 else "02:00:00:00:00:0c"
 
 
 def replace_message(pkt: Packet, payload: bytes) -> Packet:
@@ -171,29 +146,6 @@ def valid_checksums(version: int, src: str, dst: str, msg: bytes) -> list[Checks
         if checksum(pseudo_header(src, GROUP4, len(msg)) + msg) == 0:
             found.append(Checksum.LEGACY_UNICAST)
     return found
-
-
-def reframe(frame: bytes, framing: str) -> tuple[bytes, int]:
-    """An untagged Ethernet frame moved into another framing: (frame, pcap linktype)."""
-    dst_src, ethertype, payload = frame[:12], frame[12:14], frame[14:]
-    if framing == "ethernet":
-        return frame, LinkType.ETHERNET
-    if framing == "dot1q":
-        return dst_src + b"\x81\x00\x00\x2a" + ethertype + payload, LinkType.ETHERNET
-    if framing == "qinq":
-        tags = b"\x88\xa8\x00\x64\x81\x00\x00\x2a"
-        return dst_src + tags + ethertype + payload, LinkType.ETHERNET
-    if framing == "sll":
-        head = struct.pack("!HHH8s", 0, 1, 6, frame[6:12]) + ethertype
-        return head + payload, LinkType.LINUX_SLL
-    if framing == "sll2":
-        head = ethertype + struct.pack("!HIHBB8s", 0, 2, 1, 0, 6, frame[6:12])
-        return head + payload, LinkType.LINUX_SLL2
-    if framing == "raw":
-        return payload, LinkType.RAW
-    if framing == "raw_family":
-        return payload, LinkType.IPV6 if payload[:1] and payload[0] >> 4 == 6 else LinkType.IPV4
-    raise ValueError(framing)
 
 
 def scapy_fields(frame: bytes) -> dict[str, Any]:

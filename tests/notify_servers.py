@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import socket
 import ssl
 import subprocess
 import threading
@@ -29,21 +28,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
-from tests.running import process, ready
-
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port free now and not handed out before in this run: a server given the
-    previous one may not have bound it yet."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
+from lab.running import free_port, process, ready
 
 
 @dataclass(frozen=True)
