@@ -18,13 +18,11 @@ the memo emptied before every frame (the flood case: every frame unseen).
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import hashlib
 import heapq
 import hmac
 import os
-import platform
 import random
 import statistics
 import struct
@@ -47,6 +45,8 @@ import ka_exporter.decode as kd
 from ka_exporter.decode import Advert, LinkType, decode
 from ka_exporter.model import EventType, Model, Segment
 from ka_exporter.pcap import read
+from lab.frames import checksum
+from lab.report import cpu_model, python, today, write_sections
 
 # scapy leaves an AH-wrapped advert as Raw unless told that AH next header 112 is VRRP.
 bind_layers(AH, VRRP, nh=112)
@@ -168,13 +168,6 @@ def _template(inst: Instance, who: int, priority: int) -> bytes:
     return bytes(pkt)
 
 
-def _ip_checksum(header: bytes | bytearray) -> int:
-    total = sum(int(word) for word in struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _stamp(template: bytes, inst: Instance, who: int) -> bytes:
     """Per-packet fields a real sender varies: the IPv4 ID, and AH's sequence number and ICV."""
     if template[12:14] != b"\x08\x00":
@@ -189,7 +182,7 @@ def _stamp(template: bytes, inst: Instance, who: int) -> bytes:
         b[46:58] = bytes(12)
         icv_input = bytes(b[14:])
         b[46:58] = hmac.new(inst.routers[who].encode(), icv_input, hashlib.md5).digest()[:12]
-    b[24:26] = _ip_checksum(b[14:34]).to_bytes(2)
+    b[24:26] = checksum(b[14:34]).to_bytes(2)
     return bytes(b)
 
 
@@ -371,8 +364,9 @@ class Runner:
     pos: int = 0
     process: Process | None = None
     # The decoder's memo as this case left it: the cases take turns, and a steady-state case
-    # must not find its memo emptied by a memo-defeated one. Swapped in and out untimed.
-    memo: dict[tuple[bytes, bytes], kd._Fields | kd.Reject] = field(default_factory=dict)
+    # must not find its memo emptied by a memo-defeated one. Swapped in and out untimed; its
+    # entries are the decoder's private business.
+    memo: dict[tuple[bytes, bytes], Any] = field(default_factory=dict)
 
     def step(self) -> tuple[int, int]:
         """One timed slice: (frames, nanoseconds)."""
@@ -441,18 +435,6 @@ def measure(streams: Sequence[Stream], rounds: int, seconds: float) -> list[Resu
 # --- report ------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name.strip() in ("model name", "Model", "cpu model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def table(result: Result) -> list[str]:
     lines = [
         f"| case | frames/s | µs/frame | {TIMES} scapy | {TIMES} scapy, min{DASH}max |",
@@ -472,10 +454,8 @@ def table(result: Result) -> list[str]:
 def report(
     streams: Sequence[Stream], notes: Sequence[str], results: Sequence[Result], rounds: int
 ) -> str:
-    today = datetime.datetime.now(datetime.UTC).date().isoformat()
-    python = f"{platform.python_implementation()} {platform.python_version()}"
     lines = [
-        f"Measured {today} with {python}, scapy {scapy.__version__},"
+        f"Measured {today()} with {python()}, scapy {scapy.__version__},"
         f" on {cpu_model()} ({os.cpu_count()} cores; the benchmark runs on one).",
         f"Medians of {rounds} interleaved rounds; each ratio is against scapy in the same round.",
     ]
@@ -489,14 +469,6 @@ def report(
         f" **{verdict}** ({realistic:.1f}{TIMES}; {cold:.1f}{TIMES} with the memo defeated).",
     ]
     return "\n".join(lines)
-
-
-def write(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{path}: no {START} ... {END} section to replace")
-    path.write_text(text[: start + len(START)] + "\n" + section + "\n" + text[end:], "utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -521,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     section = report(streams, notes, results, args.rounds)
     print(section)
     if args.write is not None:
-        write(args.write, section)
+        write_sections(args.write, [(START, END, section)])
         print(f"\nwrote {args.write}", file=sys.stderr)
 
 

@@ -28,11 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.live import Wire, _respoof
-from tests import frames
-from tests.conftest import send
-from tests.notify_servers import free_port
-from tests.running import process, ready
+from lab import frames, veth
+from lab.running import free_port, process, ready
 
 EXPORTER = str(Path(sys.executable).with_name("ka-exporter"))
 LEGIT = {"198.51.100.1": 10, "198.51.100.2": 11}  # masters of their VRIDs; the flood uses neither
@@ -58,10 +55,13 @@ def flood_frames(distinct: int, seed: int) -> list[bytes]:
     v6 = bytes(frames.advert(3, "ipv6", src="2001:db8:f::1", addrlist=["2001:db8:f::200"]))
     vrids = [v for v in range(1, 256) if v not in LEGIT.values()]
     v4_keys = rng.sample([(h, v) for h in range(1, 255) for v in vrids], distinct // 2)
-    out = [_respoof(v4, f"192.0.2.{h}", vrid) for h, vrid in v4_keys]
+    out = [frames.respoof(v4, f"192.0.2.{h}", vrid) for h, vrid in v4_keys]
     base = int(ipaddress.IPv6Address("2001:db8:f::"))
     v6_hosts = rng.sample(range(1, 1 << 32), distinct - len(out))
-    out += [_respoof(v6, str(ipaddress.IPv6Address(base + h)), rng.choice(vrids)) for h in v6_hosts]
+    out += [
+        frames.respoof(v6, str(ipaddress.IPv6Address(base + h)), rng.choice(vrids))
+        for h in v6_hosts
+    ]
     return out
 
 
@@ -163,7 +163,7 @@ def run(
     port = free_port()
     argv = [EXPORTER, "--web.listen-address", f"127.0.0.1:{port}", "--netns", b,
             "--interface", f"{b}/eth0", "--vrrp.max-routers", str(max_routers)]  # fmt: skip
-    sender = threading.Thread(target=send, args=(a, rounds()), daemon=True)
+    sender = threading.Thread(target=veth.send, args=(a, rounds()), daemon=True)
     with process(argv, log) as proc:
         try:
             return measure(Exporter(proc, port), sender, a, stream, seconds)
@@ -196,7 +196,7 @@ def measure(
             yield frame
 
     started = time.monotonic()
-    send(a, bounded())
+    veth.send(a, bounded())
     send_seconds = time.monotonic() - started
     catch_up = caught_up(exporter)
     samples = exporter.samples()
@@ -247,9 +247,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300, help="bound on the send loop")
     parser.add_argument("--max-routers", type=int, default=4096)
     args = parser.parse_args()
-    with Wire() as wire, tempfile.TemporaryDirectory() as tmp:
-        result = run(wire.a, wire.b, args.count, args.distinct, args.seconds,
-                     args.max_routers, Path(tmp) / "exporter.log")  # fmt: skip
+    with veth.pair("kaf", ipv6=False) as (a, b), tempfile.TemporaryDirectory() as tmp:
+        result = run(a, b, args.count, args.distinct, args.seconds, args.max_routers,
+                     Path(tmp) / "exporter.log")  # fmt: skip
     print("\n".join(result.lines()))
 
 

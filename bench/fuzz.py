@@ -33,7 +33,7 @@ with atheris.instrument_imports(include=["ka_exporter.decode"]):
     from ka_exporter.decode import Advert, LinkType, Reject, decode
 
 from ka_exporter.pcap import read
-from tests.frames import FRAMINGS, reframe
+from lab.frames import FRAMINGS, reframe
 
 ROOT = Path(__file__).resolve().parent.parent
 LINKTYPES = tuple(LinkType)

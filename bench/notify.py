@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import http.server
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,11 +31,11 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from bench import kernel
 from ka_exporter.daemon import TICK_SECONDS
 from ka_exporter.model import Event, EventType, Segment, VridKey
 from ka_exporter.notify.config import parse
 from ka_exporter.notify.exporter import Alerting
+from lab.report import kernel, python, today, write_sections
 
 START = "<!-- bench:notify:start -->"
 END = "<!-- bench:notify:end -->"
@@ -156,9 +154,8 @@ def report_events(latencies: list[float], baseline_ms: float) -> str:
 
 
 def report(times: dict[str, list[float]], runs: int, state_root: Path, gap: float) -> str:
-    today = datetime.datetime.now(datetime.UTC).date().isoformat()
     lines = [
-        f"Measured {today} with CPython {platform.python_version()}, {kernel()},"
+        f"Measured {today()} with {python()}, {kernel()},"
         f" {runs} runs each, {gap:g} s apart, spool on {state_root} (fsync included). "
         f"Target: hook run ≤ {TARGET_MS:.0f} ms.",
         "",
@@ -178,15 +175,6 @@ def report(times: dict[str, list[float]], runs: int, state_root: Path, gap: floa
     return "\n".join(lines)
 
 
-def write(path: Path, section: str) -> None:
-    text = path.read_text("utf-8")
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        text = text.rstrip("\n") + f"\n\n## ka-notify hook\n\n{START}\n{END}\n"
-        start, end = text.find(START), text.find(END)
-    path.write_text(text[: start + len(START)] + "\n" + section + "\n" + text[end:], "utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.notify", description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
@@ -201,7 +189,7 @@ def main() -> None:
     section += "\n\n" + report_events(latencies, statistics.median(times["python -c pass"]))
     print(section)
     if args.write:
-        write(args.write, section)
+        write_sections(args.write, [(START, END, section)])
 
 
 if __name__ == "__main__":
