@@ -1,7 +1,9 @@
 """`ka-exporter analyze`: replay a capture through the live core and tell its story.
 
 Replay uses the same decoder and model as live capture, with packet timestamps as time, so a
-capture taken during an incident shows exactly what the exporter would have said.
+capture taken during an incident shows exactly what the exporter would have said. Each
+interface of a pcapng file is a segment of its own, and so is each VLAN whose tags the frames
+carry (a trunk or mirror-port capture).
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
 from ka_exporter import pcap
-from ka_exporter.model import Event, EventType, Model, ModelConfig, Router, Segment, VridView
+from ka_exporter.model import (
+    CarpView,
+    Event,
+    EventType,
+    Model,
+    ModelConfig,
+    Router,
+    Segment,
+    VridView,
+)
 
-CAPTURE = "capture"  # segment name when the file does not name its interface
+CAPTURE = "capture"  # segment name when the file does not name its interface (capture1, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +39,7 @@ class Analysis:
     events: list[Event]
     rejects: dict[str, int]
     untracked: int
+    carp: list[CarpView]
 
 
 def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
@@ -39,11 +51,12 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
             start = packet.time
         packets += 1
         end = max(end, packet.time)
-        model.ingest(
-            Segment(packet.interface or CAPTURE), packet.time, packet.frame, packet.linktype
-        )
+        name = packet.interface or f"{CAPTURE}{packet.interface_id or ''}"
+        model.ingest(Segment(name), packet.time, packet.frame, packet.linktype)
         events += model.pop_events()
     vrids = model.snapshot(end)
+    carp = model.carp_snapshot(end)
+    carp.sort(key=lambda g: (g.key.segment, g.key.family, g.key.vrid))
     events += model.pop_events()
     events.sort(key=lambda e: e.time)
     rejects: Counter[str] = Counter()
@@ -51,7 +64,7 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
         rejects[reason.value] += count
     vrids.sort(key=lambda v: (v.key.segment, v.key.family, v.key.vrid))
     return Analysis(
-        packets, start, end, vrids, events, dict(rejects), sum(model.untracked.values())
+        packets, start, end, vrids, events, dict(rejects), sum(model.untracked.values()), carp
     )
 
 
@@ -77,7 +90,11 @@ def _router_json(r: Router) -> dict[str, object]:
 
 
 def _segment_json(segment: Segment) -> dict[str, object]:
-    return {"interface": segment.interface, **({"netns": segment.netns} if segment.netns else {})}
+    return {
+        "interface": segment.interface,
+        **({"netns": segment.netns} if segment.netns else {}),
+        **({"vlan": segment.vlan} if segment.vlan else {}),
+    }
 
 
 def _event_json(e: Event, start: float) -> dict[str, object]:
@@ -108,9 +125,31 @@ def to_json(a: Analysis) -> str:
                 "split_brain_events": v.split_brain_events,
                 "master_transitions": v.transitions,
                 "config_mismatch": sorted(v.mismatches),
+                "carp_collision": v.carp_collision,
                 "routers": [_router_json(r) for r in v.routers],
             }
             for v in a.vrids
+        ],
+        "carp": [
+            {
+                **_segment_json(g.key.segment),
+                "family": g.key.family,
+                "vhid": g.key.vrid,
+                "masters": list(g.masters),
+                "speakers": [
+                    {
+                        "address": s.address,
+                        "advbase": s.advbase,
+                        "advskew": s.advskew,
+                        "demote": s.demote,
+                        "adverts": s.adverts,
+                        "first_seen": s.first_seen,
+                        "last_seen": s.last_seen,
+                    }
+                    for s in g.speakers
+                ],
+            }
+            for g in a.carp
         ],
         "events": [_event_json(e, a.start) for e in a.events],
         "rejects": a.rejects,
@@ -134,6 +173,8 @@ _EVENT_COLOUR = {
     EventType.MASTER_ELECTED: _GREEN,
     EventType.ROUTER_APPEARED: _DIM,
     EventType.ROUTER_SILENT: _DIM,
+    EventType.COLLISION_START: _RED,
+    EventType.COLLISION_END: _GREEN,
 }
 _AUTH = {0: "none", 1: "PASS", 2: "AH"}
 
@@ -166,7 +207,9 @@ def to_table(a: Analysis, colour: bool = False, name: str = "") -> str:
             state = paint("no master", _YELLOW)
         flags = [f"{v.transitions} transitions", f"{v.split_brain_events} split-brain episodes"]
         flags += [paint(f"{m} mismatch", _YELLOW) for m in sorted(v.mismatches)]
-        head = f"{v.key.family} VRID {v.key.vrid} on {v.key.segment.interface}"
+        if v.carp_collision:
+            flags.append(paint(f"CARP vhid {v.key.vrid} on the same segment", _RED))
+        head = f"{v.key.family} VRID {v.key.vrid} on {_where(v.key.segment)}"
         lines.append(paint(head, _BOLD) + f"  {state}  " + ", ".join(flags))
         for r in sorted(v.routers, key=lambda r: -r.priority):
             auth = _AUTH.get(r.auth_type, str(r.auth_type))
@@ -176,16 +219,31 @@ def to_table(a: Analysis, colour: bool = False, name: str = "") -> str:
                 f"checksum {r.checksum.value}  VIPs {' '.join(r.vips) or '-'}"
             )
         lines.append("")
+    for g in a.carp:
+        head = f"{g.key.family} CARP vhid {g.key.vrid} on {_where(g.key.segment)}"
+        state = paint("master " + g.masters[0], _GREEN) if g.masters else "no master heard"
+        lines.append(paint(head, _BOLD) + f"  {state}")
+        for s in sorted(g.speakers, key=lambda s: s.advskew):
+            lines.append(
+                f"  {s.address:<28} advbase {s.advbase} advskew {s.advskew:>3}  "
+                f"demote {s.demote}  {s.adverts:>6} adverts"
+            )
+        lines.append("")
     lines.append(paint("timeline", _BOLD))
     for e in a.events:
         text = f"{e.type.value:<22} {' '.join(e.addresses)}"
         detail = " ".join(f"{k}={_fmt(k, val, a.start)}" for k, val in e.detail.items())
+        vlan = f" VLAN {e.key.segment.vlan}" if e.key.segment.vlan else ""
         lines.append(
-            f"  {e.time - a.start:>+10.3f}s  {e.key.family} VRID {e.key.vrid:<3} "
+            f"  {e.time - a.start:>+10.3f}s  {e.key.family}{vlan} VRID {e.key.vrid:<3} "
             + paint(text, _EVENT_COLOUR[e.type])
             + (f"  {detail}" if detail else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def _where(segment: Segment) -> str:
+    return segment.interface + (f" VLAN {segment.vlan}" if segment.vlan else "")
 
 
 def _fmt(key: str, value: str | int | float, start: float) -> str:

@@ -30,6 +30,7 @@ class Packet(NamedTuple):
     linktype: int
     frame: bytes
     interface: str  # pcapng interface name, "" when the file does not say
+    interface_id: int = 0  # pcapng: which of the section's interfaces; pcap: always 0
 
 
 def read(stream: BinaryIO) -> Iterator[Packet]:
@@ -125,7 +126,7 @@ def _block(
             raise PcapError("corrupt pcapng: packet block does not match its interface or length")
         iface = interfaces[ifid]
         return Packet(
-            (hi << 32 | lo) * iface.unit, iface.linktype, body[20 : 20 + caplen], iface.name
+            (hi << 32 | lo) * iface.unit, iface.linktype, body[20 : 20 + caplen], iface.name, ifid
         )
     if block_type == 3:  # simple packet: no timestamp
         if not interfaces or len(body) < 4:

@@ -13,6 +13,9 @@ import pytest
 
 from ka_exporter.analyze import Analysis, replay, to_json, to_table, use_colour
 from ka_exporter.model import Event, EventType
+from tests import segments
+from tests.frames import advert, pcap_bytes
+from tests.pcapng import epb, idb, shb
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = Path(__file__).parent / "golden"
@@ -159,6 +162,7 @@ def test_fault_resignations_and_failover_and_back(analyses: dict[str, Analysis])
 # --- JSON ------------------------------------------------------------------------------------
 
 VRID_KEYS = {
+    "carp_collision",
     "interface",
     "family",
     "vrid",
@@ -196,9 +200,8 @@ DETAIL_KEYS = {
 @pytest.mark.parametrize("name", CAPTURES)
 def test_json_has_the_documented_keys(analyses: dict[str, Analysis], name: str) -> None:
     doc = json.loads(to_json(analyses[name]))
-    assert {"packets", "start", "end", "vrids", "events", "rejects", "untracked_adverts"} <= set(
-        doc
-    )
+    top = {"packets", "start", "end", "vrids", "events", "rejects", "untracked_adverts", "carp"}
+    assert set(doc) == top
     assert all(isinstance(n, int) for n in doc["rejects"].values())
     assert doc["vrids"] and doc["events"]
     for v in doc["vrids"]:
@@ -313,3 +316,56 @@ def test_colour_follows_the_terminal_and_no_color(monkeypatch: pytest.MonkeyPatc
     assert not use_colour(io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_colour(Terminal())
+
+
+# --- trunks and CARP ----------------------------------------------------------------------------
+
+
+def test_trunk_capture_keeps_vlans_apart_and_names_carp() -> None:
+    """A mirror-port capture of a trunk: VRID 51 on two VLANs, QinQ, CARP beside."""
+    doc = json.loads(to_json(replay_bytes(pcap_bytes(segments.trunk(), 1))))
+    vrids = {(v.get("vlan"), v["vrid"]): v for v in doc["vrids"]}
+    assert set(vrids) == {("100", 51), ("200", 51), ("300.52", 52)}
+    assert vrids["100", 51]["masters"] == ["192.0.2.11"]
+    assert vrids["200", 51]["masters"] == ["198.51.100.11"]
+    assert not any(v["split_brain"] or v["config_mismatch"] for v in doc["vrids"])
+    assert [v["carp_collision"] for v in doc["vrids"]].count(True) == 1
+    assert vrids["100", 51]["carp_collision"]
+    assert doc["rejects"] == {}
+    carp = {(c["vlan"], c["vhid"]): c for c in doc["carp"]}
+    assert set(carp) == {("100", 51), ("100", 60)}
+    assert carp["100", 51]["masters"] == ["192.0.2.31"]
+    (speaker,) = carp["100", 51]["speakers"]
+    assert (speaker["advbase"], speaker["advskew"], speaker["adverts"]) == (1, 10, 10)
+    (collision,) = [e for e in doc["events"] if "collision" in e["type"]]
+    assert (collision["type"], collision["vrid"], collision["vlan"]) == (
+        "collision_start",
+        51,
+        "100",
+    )
+    assert collision["addresses"] == ["192.0.2.31"]
+
+
+def test_trunk_table_says_vlan_and_carp() -> None:
+    table = to_table(replay_bytes(pcap_bytes(segments.trunk(), 1)))
+    assert "ipv4 VRID 51 on capture VLAN 100  master 192.0.2.11" in table
+    assert "ipv4 VRID 51 on capture VLAN 200  master 198.51.100.11" in table
+    assert "CARP vhid 51 on the same segment" in table
+    assert "ipv4 CARP vhid 60 on capture VLAN 100  master 192.0.2.32" in table
+
+
+def test_pcapng_interfaces_are_segments_named_or_numbered() -> None:
+    """Two interfaces of one pcapng file hear VRID 51 from two masters: two segments, whether
+    the file names its interfaces or not."""
+    a = bytes(advert(3, vrid=51, priority=200, src="192.0.2.11"))
+    b = bytes(advert(3, vrid=51, priority=150, src="192.0.2.12"))
+    for names in (("eth0", "eth1"), (None, None)):
+        data = shb("<") + idb("<", 1, name=names[0]) + idb("<", 1, name=names[1])
+        for i in range(5):
+            data += epb("<", 0, (1000 + i) * 10**6, a) + epb("<", 1, (1000 + i) * 10**6, b)
+        doc = json.loads(to_json(replay_bytes(data)))
+        assert sorted((v["interface"], v["masters"][0]) for v in doc["vrids"]) == [
+            (names[0] or "capture", "192.0.2.11"),
+            (names[1] or "capture1", "192.0.2.12"),
+        ]
+        assert not any(v["split_brain"] for v in doc["vrids"])

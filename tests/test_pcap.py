@@ -12,6 +12,7 @@ import pytest
 
 from ka_exporter.pcap import Packet, PcapError, read
 from tests.frames import capture, pcap_bytes
+from tests.pcapng import block, epb, idb, option, shb, spb
 
 FRAMES = [b"", b"\x01", bytes(range(42)), bytes(range(60)), bytes(range(61))]
 ENDIANS = pytest.mark.parametrize("endian", ["<", ">"], ids=["little", "big"])
@@ -31,52 +32,6 @@ def read_all(tmp_path: Path) -> Reader:
             return list(read(f))
 
     return read_all
-
-
-# ---------------------------------------------------------------------------------------------
-# pcapng writer
-
-
-def block(endian: str, block_type: int, body: bytes) -> bytes:
-    body += bytes(-len(body) % 4)
-    length = struct.pack(endian + "I", 12 + len(body))
-    return struct.pack(endian + "I", block_type) + length + body + length
-
-
-def option(endian: str, code: int, value: bytes) -> bytes:
-    return struct.pack(endian + "HH", code, len(value)) + value + bytes(-len(value) % 4)
-
-
-def options(endian: str, *items: tuple[int, bytes]) -> bytes:
-    if not items:
-        return b""
-    return b"".join(option(endian, code, value) for code, value in items) + bytes(4)
-
-
-def shb(endian: str, *opts: tuple[int, bytes]) -> bytes:
-    body = struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1) + options(endian, *opts)
-    return block(endian, 0x0A0D0D0A, body)
-
-
-def idb(endian: str, linktype: int, name: str | None = None, tsresol: int | None = None) -> bytes:
-    opts = []
-    if name is not None:
-        opts.append((2, name.encode()))
-    if tsresol is not None:
-        opts.append((9, bytes([tsresol])))
-    body = struct.pack(endian + "HHI", linktype, 0, 262144) + options(endian, *opts)
-    return block(endian, 1, body)
-
-
-def epb(endian: str, ifid: int, ticks: int, frame: bytes, orig: int | None = None) -> bytes:
-    head = struct.pack(
-        endian + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), orig or len(frame)
-    )
-    return block(endian, 6, head + frame + bytes(-len(frame) % 4))
-
-
-def spb(endian: str, frame: bytes) -> bytes:
-    return block(endian, 3, struct.pack(endian + "I", len(frame)) + frame)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +114,7 @@ def test_pcapng_interfaces(endian: str, read_all: Reader) -> None:
     )
     assert read_all(data) == [
         Packet(2.0, 1, FRAMES[2], "eth0"),
-        Packet(3.0, 276, FRAMES[4], "any"),
+        Packet(3.0, 276, FRAMES[4], "any", 1),
         Packet(4.0, 1, FRAMES[1], "eth0"),
     ]
 

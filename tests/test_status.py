@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import re
 
-from ka_exporter.model import Segment
+from ka_exporter.decode import LinkType
+from ka_exporter.model import Model, Segment
 from ka_exporter.status import render
+from tests import segments
 from tests.states import model_at
 
 NODE1 = {"": frozenset({"192.0.2.11", "192.0.2.51", "192.0.2.52", "192.0.2.152", "192.0.2.53"})}
@@ -67,3 +69,41 @@ def test_values_are_escaped_and_no_secret_shown() -> None:
 
 def test_nothing_heard_yet() -> None:
     assert "No VRRP adverts heard yet." in render([], {}, 0.0, "h", "v", "/metrics")
+
+
+def trunk_model(down: bool = False) -> tuple[Model, float]:
+    model = Model()
+    records = segments.trunk()
+    for t, frame in records:
+        model.ingest(ETH0, t, frame, LinkType.ETHERNET)
+    now = records[-1][0]
+    if down:
+        model.link(ETH0, False, now)
+        now += 600
+    return model, now
+
+
+def test_vlans_carp_and_a_collision() -> None:
+    model, now = trunk_model()
+    html = render(model.snapshot(now), {}, now, "h", "v", "/metrics", model.carp_snapshot(now), ())
+    found = rows(html.split('<table id="carp">')[0])
+    assert len(found) == 3
+    colliding = [cells for css, cells in found if "CARP COLLISION" in cells]
+    assert len(colliding) == 1 and "<b>VLAN 100</b>" in colliding[0]
+    assert "00:00:5e:00:01:33" in colliding[0]  # VRID 51 in hex, in the explanation
+    assert sum("<b>VLAN 200</b>" in cells and ">OK<" in cells for _, cells in found) == 1
+    assert "<b>VLAN 300.52</b>" in html
+    carp = html[html.index('<table id="carp">') :]
+    assert carp.count("<tr") == 3  # the head and two CARP groups
+    assert "<code>192.0.2.31</code> advbase 1 advskew 10 <b>master</b>" in carp
+    assert "1 of 3 VRIDs need attention." in html
+
+
+def test_link_down_is_said_and_no_vrid_of_it_has_no_master() -> None:
+    model, now = trunk_model(down=True)
+    views = model.snapshot(now)
+    html = render(views, {}, now, "h", "v", "/metrics", model.carp_snapshot(now), [ETH0])
+    assert "Link down: eth0; its 3 VRIDs are held as last heard." in html
+    assert "No VRRP adverts heard yet." not in html
+    assert "NO MASTER" not in html
+    assert html.count(">LINK DOWN<") == 3 + 1  # every VRID, and the CARP group not colliding
