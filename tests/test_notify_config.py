@@ -23,6 +23,9 @@ class FakeSink:
         pass
 
 
+REAL_FACTORIES = config.sink_factories
+
+
 @pytest.fixture(autouse=True)
 def fake_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "sink_factories", lambda: {"webhook": FakeSink})
@@ -149,3 +152,54 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         cli.main(["check-config", str(tmp_path / "missing.toml")])
     assert exit_.value.code == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+TYPOS = """\
+cluster = "lb1"
+clustr_name = "x"
+
+[damping]
+windw = 30
+
+[[sink]]
+name = "mail"
+type = "smtp"
+host = "mx.example.org"
+from = "ka@example.org"
+too = ["ops@example.org"]
+timeout = 60
+
+[[sink]]
+name = "hook"
+type = "webhook"
+url = "https://hooks.example/ka"
+timeout = 60
+"""
+
+
+def test_check_config_names_unknown_keys_and_what_was_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo is reported as itself, at its line, with the key it was probably meant to be
+    (not as the key it hides: "to: missing"); a timeout the lease cannot cover is not ok."""
+    monkeypatch.setattr(config, "sink_factories", REAL_FACTORIES)
+    path = tmp_path / "ka.toml"
+    path.write_text(TYPOS)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["check-config", str(path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:2: clustr_name: unknown key; did you mean 'cluster'?",
+        f"{path}:5: damping.windw: unknown key; did you mean 'window'?",
+        f"{path}:12: sink 'mail': too: unknown key; did you mean 'to'?",
+        f"{path}:19: sink 'hook': timeout: at most 30 s: an attempt must end well within the "
+        "60 s its delivery is leased for",
+    ]
+
+
+def test_an_unreadable_file_has_no_line_zero(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(str(tmp_path / "missing.toml"))
+    assert info.value.lines == [
+        f"{tmp_path / 'missing.toml'}: cannot read: No such file or directory"
+    ]
