@@ -2,11 +2,11 @@
 
 A real HTTP receiver answers every request with an error page that repeats it: request line,
 headers and body, HTML-escaped, and the path once more URL-encoded, after enough text that the
-reason's 200-character excerpt ends in the middle of the credential. The Slack sink (its URL token in the
-path), a webhook with a bearer token and a token in its URL, and an Alertmanager sink with
-Basic credentials deliver to it from the config, through the worker, into a real spool file.
-Then every output is searched for every form of every secret: as is, URL-encoded, base64
-(Basic's user:pass too), and any 8 characters of one.
+reason's 200-character excerpt ends in the middle of the credential. The Slack sink (its URL
+token in the path), a webhook with a bearer token and a token in its URL, and an Alertmanager
+sink with Basic credentials deliver to it from the config, through the worker, into a real
+spool file. Then every output is searched for every form of every secret: as is, URL-encoded,
+base64 (Basic's user:pass too), and any 8 characters of one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Alert, Source
 from ka_exporter.notify.config import Config, SinkConfig
 from ka_exporter.notify.routing import sinks_for
-from ka_exporter.notify.sink import Reject, Retry
+from ka_exporter.notify.sink import Reject, Retry, Sink
 from ka_exporter.notify.sinks import smtp, webhook
 from ka_exporter.notify.sinks.payload import rfc3339
 from ka_exporter.notify.spool import Backoff, Spool
@@ -129,7 +129,7 @@ def keepalived_alerts(
     )
 
 
-def deliver_all(spool: Spool, sinks: dict[str, smtp.SmtpSink | webhook.WebhookSink]) -> None:
+def deliver_all(spool: Spool, sinks: Mapping[str, Sink]) -> None:
     asyncio.run(Worker(spool, sinks).drain(linger=2.0))
 
 
@@ -248,7 +248,7 @@ def test_leaving_fault_is_one_mail_and_every_alert_to_machines(
     receiver = Receiver()
     spool = Spool.open(tmp_path / "state")
     with smtp_server(pki, implicit=False, user=USER, password=PASSWORD) as (port, mailbox):
-        sinks = {
+        sinks: dict[str, Sink] = {
             "mail": sink(port, pki, password_file),
             "hook": webhook.build("hook", {"url": receiver.url}),
         }
