@@ -74,6 +74,8 @@ def describe(event: Event) -> str:
     parts = [f"event={event.type.value}", f"interface={key.segment.interface}"]
     if key.segment.netns:
         parts.append(f"netns={key.segment.netns}")
+    if key.segment.vlan:
+        parts.append(f"vlan={key.segment.vlan}")
     parts += [f"family={key.family}", f"vrid={key.vrid}", f"addresses={','.join(event.addresses)}"]
     parts += [f"{k}={v}" for k, v in event.detail.items()]
     return " ".join(parts)

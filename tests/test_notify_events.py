@@ -67,3 +67,16 @@ def test_ownership_diff() -> None:
     assert (resolved.name, resolved.status) == ("VRRPDuplicateVIP", Status.RESOLVED)
     assert "netns" not in fired.labels
     assert ownership_alerts(after, after, 10.0, CTX) == []
+
+
+def test_carp_collision_fires_and_resolves_per_vlan() -> None:
+    v100 = VridKey(Segment("eth0", "", "100"), "ipv4", 51)
+    feed = EventAlerts(CTX)
+    (start,) = feed.feed(ev(1.0, EventType.COLLISION_START, "192.0.2.31", key=v100))
+    assert start.name == "VRRPCarpCollision" and start.severity is Severity.CRITICAL
+    assert start.labels["vlan"] == "100"
+    assert "CARP vhid 51 from 192.0.2.31" in start.annotations["summary"]
+    assert "VLAN 100" in start.annotations["summary"]
+    assert feed.feed(ev(2.0, EventType.COLLISION_END, key=KEY)) == []  # another segment
+    (end,) = feed.feed(ev(3.0, EventType.COLLISION_END, key=v100))
+    assert end.status is Status.RESOLVED and end.fingerprint == start.fingerprint

@@ -21,15 +21,16 @@ from ka_exporter.notify.peers import (
 from tests.notify_servers import free_port, http_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
-A, B = ("ipv4", 51), ("ipv6", 7)
+A, B = ("ipv4", "", 51), ("ipv6", "", 7)
 
 
-def page(*claims: tuple[str, int], lost: tuple[str, int] = ("ipv4", 9)) -> str:
+def page(*claims: tuple[str, str, int], lost: tuple[str, str, int] = ("ipv4", "", 9)) -> str:
     """An exporter's exposition: master of `claims`, backup of `lost`."""
     lines = ["# HELP vrrp_local_master x", "# TYPE vrrp_local_master gauge"]
-    for (family, vrid), value in [*((c, 1) for c in claims), (lost, 0)]:
+    for (family, vlan, vrid), value in [*((c, 1) for c in claims), (lost, 0)]:
+        tag = f',vlan="{vlan}"' if vlan else ""
         lines.append(
-            f'vrrp_local_master{{interface="eth0",family="{family}",vrid="{vrid}"}} {value}'
+            f'vrrp_local_master{{interface="eth0",family="{family}"{tag},vrid="{vrid}"}} {value}'
         )
     lines.append('vrrp_masters{interface="eth0",family="ipv4",vrid="52"} 1')
     return "\n".join(lines) + "\n"
@@ -38,6 +39,20 @@ def page(*claims: tuple[str, int], lost: tuple[str, int] = ("ipv4", 9)) -> str:
 def test_claims_are_the_vrids_whose_local_master_is_1() -> None:
     assert claims_in(page(A, B)) == {A, B}
     assert claims_in(page()) == frozenset()
+
+
+def test_one_vrid_on_two_vlans_claimed_by_two_hosts_is_no_split_brain() -> None:
+    """Host a is master of VRID 51 on VLAN 100, host b on VLAN 200: two virtual routers."""
+    v100, v200 = ("ipv4", "100", 51), ("ipv4", "200", 51)
+    assert claims_in(page(v100)) == {v100}
+    state = PeerState("node-a", "lb1")
+    for t in (1.0, 2.0, 3.0):
+        assert state.update(frozenset({v100}), {"b": frozenset({v200})}, t) == []
+    fired = []
+    for t in (4.0, 5.0):
+        fired += state.update(frozenset({v100}), {"b": frozenset({v100})}, t)
+    assert [a.labels.get("vlan") for a in fired] == ["100"]
+    assert "VLAN 100" in fired[0].annotations["summary"]
 
 
 def test_metrics_url() -> None:

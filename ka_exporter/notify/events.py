@@ -33,11 +33,14 @@ def key_labels(key: VridKey, ctx: Context) -> dict[str, str]:
     }
     if key.segment.netns:
         labels["netns"] = key.segment.netns
+    if key.segment.vlan:
+        labels["vlan"] = key.segment.vlan
     return labels
 
 
 def _where(key: VridKey) -> str:
-    return f"VRID {key.vrid} ({key.family}) on {key.segment.interface}"
+    vlan = f" VLAN {key.segment.vlan}" if key.segment.vlan else ""
+    return f"VRID {key.vrid} ({key.family}) on {key.segment.interface}{vlan}"
 
 
 @dataclass(slots=True)
@@ -87,6 +90,16 @@ class EventAlerts:
         if kind is EventType.CONFIG_MISMATCH_END:
             field_ = str(event.detail.get("field", ""))
             return self._resolve("VRRPConfigMismatch", event, f"{field_} agrees on {where}", field_)
+        if kind is EventType.COLLISION_START:
+            return self._fire(
+                "VRRPCarpCollision",
+                event,
+                Severity.CRITICAL,
+                f"CARP vhid {key.vrid} from {addrs} collides with {where}: one virtual MAC, "
+                "and keepalived may stop advertising",
+            )
+        if kind is EventType.COLLISION_END:
+            return self._resolve("VRRPCarpCollision", event, f"no CARP collision on {where}")
         if kind is EventType.ROUTER_APPEARED and self.ctx.expected_peers:
             address = event.addresses[0]
             if address not in self.ctx.expected_peers:

@@ -2,8 +2,8 @@
 
 When VRRP is blocked between the nodes, each node's sniffer hears only its own adverts and sees
 one master, itself. Only by comparing what each host claims (`vrrp_local_master` on its
-/metrics) does the second master show. VRIDs are compared by (family, vrid): the hosts of one
-cluster may name their interfaces differently.
+/metrics) does the second master show. VRIDs are compared by (family, VLAN, vrid): the hosts of
+one cluster may name their interfaces differently, but a VLAN is the same on every trunk port.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ka_exporter.ownership import ownership
 
 log = logging.getLogger("ka_exporter")
 
-Claim = tuple[str, int]  # (family, vrid)
+Claim = tuple[str, str, int]  # (family, vlan or "", vrid)
 
 POLL_SECONDS = 1.0
 TIMEOUT_SECONDS = 2.0
@@ -54,7 +54,8 @@ def claims_in(text: str) -> frozenset[Claim]:
             continue
         for sample in family.samples:
             if sample.value == 1:
-                found.add((sample.labels["family"], int(sample.labels["vrid"])))
+                labels = sample.labels
+                found.add((labels["family"], labels.get("vlan", ""), int(labels["vrid"])))
     return frozenset(found)
 
 
@@ -63,7 +64,7 @@ def local_claims(
 ) -> frozenset[Claim]:
     """The VRIDs this host is master of, as its own vrrp_local_master says."""
     return frozenset(
-        (v.key.family, v.key.vrid)
+        (v.key.family, v.key.segment.vlan, v.key.vrid)
         for v in views
         if v.key.segment.netns in addresses
         and ownership(v, addresses[v.key.segment.netns]).local_master
@@ -107,11 +108,12 @@ class PeerState:
     def _alert(
         self, claim: Claim, status: Status, starts: float, ends: float | None, hosts: list[str]
     ) -> Alert:
-        family, vrid = claim
+        family, vlan, vrid = claim
+        on = f"VRID {vrid} ({family}{f', VLAN {vlan}' if vlan else ''})"
         if status is Status.FIRING:
-            summary = f"split brain on VRID {vrid} ({family}) across hosts: {', '.join(hosts)}"
+            summary = f"split brain on {on} across hosts: {', '.join(hosts)}"
         else:
-            summary = f"split brain across hosts over on VRID {vrid} ({family})"
+            summary = f"split brain across hosts over on {on}"
         return Alert(
             name=ALERT,
             severity=Severity.CRITICAL,
@@ -122,6 +124,7 @@ class PeerState:
             labels={
                 "vrid": str(vrid),
                 "family": family,
+                **({"vlan": vlan} if vlan else {}),
                 "cluster": self.cluster,
                 "instance": self.host,
             },
@@ -137,15 +140,13 @@ class PeerCollector(Collector):
         up = GaugeMetricFamily("vrrp_peer_up", METRICS["vrrp_peer_up"], labels=["peer"])
         for peer in self.peers:
             up.add_metric([peer], int(self.state.views.get(peer) is not None))
-        masters = GaugeMetricFamily(
-            "vrrp_peer_masters", METRICS["vrrp_peer_masters"], labels=["family", "vrid"]
-        )
-        split = GaugeMetricFamily(
-            "vrrp_peer_split_brain", METRICS["vrrp_peer_split_brain"], labels=["family", "vrid"]
-        )
-        for (family, vrid), hosts in sorted(self.state.claimants().items()):
-            masters.add_metric([family, str(vrid)], len(hosts))
-            split.add_metric([family, str(vrid)], int((family, vrid) in self.state.open))
+        masters = Metric("vrrp_peer_masters", METRICS["vrrp_peer_masters"], "gauge")
+        split = Metric("vrrp_peer_split_brain", METRICS["vrrp_peer_split_brain"], "gauge")
+        for claim, hosts in sorted(self.state.claimants().items()):
+            family, vlan, vrid = claim
+            labels = {"family": family, **({"vlan": vlan} if vlan else {}), "vrid": str(vrid)}
+            masters.add_sample("vrrp_peer_masters", labels, len(hosts))
+            split.add_sample("vrrp_peer_split_brain", labels, int(claim in self.state.open))
         yield from (up, masters, split)
 
 
