@@ -22,7 +22,7 @@ from ka_exporter.notify.secret import Redactor
 from ka_exporter.notify.sink import Reject, Retry
 from ka_exporter.notify.sinks import SINK_TYPES
 from ka_exporter.notify.spool import Backoff, Spool
-from ka_exporter.notify.worker import Worker
+from ka_exporter.notify.worker import GRACE, Worker
 from tests.notify_servers import Receiver, free_port, receiver_fixture  # noqa: F401  (a fixture)
 
 DOWN_SECONDS = float(os.environ.get("KA_NOTIFY_DOWN_SECONDS", "3"))
@@ -109,6 +109,30 @@ def test_any_exception_of_a_sink_is_a_dead_letter_and_blocks_nothing(
     assert spool.stats().depth == 0
     assert spool.counts("deliveries") == {("mail", "rejected"): 2, ("mail", "delivered"): 2}
     assert "Traceback" in caplog.text and f"alert={alert(0).id} cannot be sent" in caplog.text
+
+
+class HangingSink(FakeSink):
+    """Ignores its own timeout."""
+
+    async def send(self, alert: Alert) -> None:
+        self.sent.append(alert.id)
+        await asyncio.Event().wait()
+
+
+def test_a_sink_overrunning_its_timeout_is_cut_and_retried(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path)
+    sink = HangingSink("stuck", [])
+    sink.timeout = 0.2
+    spool.enqueue([(alert(0), ["stuck"])], time.time())
+    start = time.time()
+    asyncio.run(Worker(spool, {"stuck": sink}).drain())
+    assert time.time() - start < 0.2 + GRACE + 0.5
+    (row,) = spool.rows()
+    assert (row.state, row.attempts, row.reason) == (
+        "pending",
+        1,
+        "not done within its 0.2 s timeout",
+    )
 
 
 def test_a_receiver_slower_than_the_timeout_is_a_logged_retry_with_backoff(

@@ -28,7 +28,7 @@ class Sink(Protocol):
     # Alertmanager expects its clients to re-send firing alerts until they resolve; sinks that
     # want that say how often, the others None.
     resend_interval: float | None
-    timeout: float  # seconds: the bound of one whole attempt, enforced by the worker
+    timeout: float  # seconds: the bound of one whole attempt, connect to the last answer
     redact: Redactor  # blacks out the secrets the sink holds, in every form they are sent in
 
     async def send(self, alert: Alert) -> None:

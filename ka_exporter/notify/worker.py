@@ -6,10 +6,11 @@ others go on. Firing alerts are re-sent to sinks that ask for it (Alertmanager) 
 notification with the same labels replaces them or they end.
 
 Every attempt ends in one of three ways, so no row can hold its sink's queue for good: delivered;
-retried with backoff (the sink's Retry, or no answer within the sink's `timeout`, which bounds
-the whole attempt); or a dead letter (the sink's Reject, or any other exception: a sink that
-cannot render an alert fails the same way on every try). Reasons are made one line and redacted
-of every sink's secrets before they are logged or stored.
+retried with backoff (the sink's Retry, which is what its `timeout` running out gives); or a
+dead letter (the sink's Reject, or any other exception: a sink that cannot render an alert
+fails the same way on every try). A sink that overruns its own timeout is cut GRACE seconds
+later, and that too is a retry. Reasons are made one line and redacted of every sink's secrets
+before they are logged or stored.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from ka_exporter.notify.spool import Delivery, Spool, SpoolError
 log = logging.getLogger("ka_notify")
 
 POLL_SECONDS = 1.0  # how late a row another process added may be noticed
+# A sink ends its attempt at its `timeout` with its own, more precise reason (which replica,
+# which server); the worker's cut is the backstop.
+GRACE = 1.0
 
 
 class Worker:
@@ -93,10 +97,10 @@ class Worker:
         redact = self.redact if self.sinks.get(sink.name) is sink else self.redact | sink.redact
         outcome: Retry | Reject | None = None
         try:
-            async with self.slots, asyncio.timeout(sink.timeout):
+            async with self.slots, asyncio.timeout(sink.timeout + GRACE):
                 await sink.send(alert)
         except TimeoutError:
-            outcome = Retry(f"no answer within {sink.timeout:g} s")
+            outcome = Retry(f"not done within its {sink.timeout:g} s timeout")
         except (Retry, Reject) as exc:
             outcome = exc
         except Exception as exc:

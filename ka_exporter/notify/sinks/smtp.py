@@ -13,6 +13,7 @@ could not be built at all). The body names the VIPs keepalived.conf gives the in
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ssl
 import unicodedata
@@ -75,17 +76,19 @@ class SmtpSink:
         target = f"SMTP server {self.host}:{self.port}"
         username, password = (None, None) if self.auth is None else self.auth
         try:
-            errors, _ = await aiosmtplib.send(
-                self.message(alert),
-                hostname=self.host,
-                port=self.port,
-                username=username,
-                password=None if password is None else password.reveal(),
-                use_tls=self.tls_mode == "implicit",
-                start_tls=self.tls_mode == "starttls",
-                tls_context=self.tls,
-                timeout=self.timeout,
-            )
+            # aiosmtplib's timeout is per command; the sink's bounds the whole transaction
+            async with asyncio.timeout(self.timeout):
+                errors, _ = await aiosmtplib.send(
+                    self.message(alert),
+                    hostname=self.host,
+                    port=self.port,
+                    username=username,
+                    password=None if password is None else password.reveal(),
+                    use_tls=self.tls_mode == "implicit",
+                    start_tls=self.tls_mode == "starttls",
+                    tls_context=self.tls,
+                    timeout=self.timeout,
+                )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             _refused(target, [(r.recipient, r.code, r.message) for r in exc.recipients])
         except aiosmtplib.SMTPResponseException as exc:
@@ -96,6 +99,8 @@ class SmtpSink:
             raise Retry(reason) if 400 <= exc.code < 500 else Reject(reason) from None
         except aiosmtplib.SMTPNotSupported as exc:  # no STARTTLS or AUTH offered: configuration
             raise Reject(f"{target}: {exc}") from None
+        except TimeoutError:  # ours or aiosmtplib's
+            raise Retry(f"{target}: no answer within {self.timeout:g} s") from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             # STARTTLS raises the verification error itself, implicit TLS as the connect's cause
             if ssl.SSLCertVerificationError in (type(exc), type(exc.__cause__)):
