@@ -3,9 +3,11 @@ import http.server
 import os
 import random
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import pytest
 
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 from ka_exporter.notify.spool import Backoff, Spool, SpoolError
+from tests.notify_servers import Receiver, receiver_fixture  # noqa: F401  (a fixture)
 
 
 def alert(n: int, status: Status = Status.FIRING, ends: float | None = None) -> Alert:
@@ -156,10 +159,13 @@ def rejecting() -> Iterator[str]:
     server.shutdown()
 
 
-def hook(config: Path, *prefix: str) -> subprocess.CompletedProcess[str]:
+def hook(
+    config: Path, *prefix: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [*prefix, sys.executable, "-m", "ka_exporter.notify.cli", "--config", str(config),
            "INSTANCE", "VI_1", "MASTER", "100"]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False,
+                          env={**os.environ, **(env or {})})  # fmt: skip
 
 
 needs_unshare = pytest.mark.skipif(
@@ -171,6 +177,120 @@ needs_unshare = pytest.mark.skipif(
 def in_private_mounts(script: str) -> list[str]:
     """Mounts made here live in a mount namespace of their own: the host never sees them."""
     return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh"]
+
+
+class Syslog:
+    """A syslog socket of the test's own, which a hook sees as /dev/log: `setup` gives it a
+    /dev of its own (a tmpfs in its private mount namespace) holding null, urandom and log."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ka-log-"))  # short: a socket path is <108
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.dir / "log"))
+        self.sock.settimeout(5)
+        self.setup = (
+            "mount -t tmpfs tmpfs /dev; mknod /dev/null c 1 3; mknod /dev/urandom c 1 9; "
+            f"ln -s {self.dir / 'log'} /dev/log; "
+        )
+
+    def line(self) -> str:
+        return self.sock.recv(4096).decode()
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir)
+
+
+@pytest.fixture
+def syslog() -> Iterator[Syslog]:
+    log = Syslog()
+    yield log
+    log.close()
+
+
+def drain(config: Path) -> None:
+    subprocess.run([sys.executable, "-m", "ka_exporter.notify.cli", "drain", "--config",
+                    str(config)], capture_output=True, timeout=60, check=True)  # fmt: skip
+
+
+@needs_unshare
+def test_a_locked_spool_keeps_the_event_within_keepaliveds_patience(
+    tmp_path: Path, syslog: Syslog, receiver: Receiver
+) -> None:
+    """keepalived kills a STOP hook after about 1 s: a spool held by another process costs the
+    hook a quarter of a second, then the event goes to state_dir/incoming, on disk."""
+    state = tmp_path / "state"
+    Spool.open(state).close()
+    config = write_config(tmp_path, state, receiver.url)
+    locker = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None); c.execute('BEGIN IMMEDIATE'); print(flush=True); time.sleep(60)",
+         str(state / "spool.db")], stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert locker.stdout is not None and locker.stdout.readline() == b"\n"
+        start = time.monotonic()
+        result = hook(config, *in_private_mounts(syslog.setup + 'exec "$@"'))
+        elapsed = time.monotonic() - start
+    finally:
+        locker.kill()
+        locker.wait()
+    assert elapsed < 0.9, elapsed
+    assert result.returncode == 0, result.stderr  # kept on state_dir's disk: as safe
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("ka-notify: warning: ") and "locked by another process" in line
+    assert "INSTANCE VI_1 MASTER 100 kept in " + str(state / "incoming") in line
+    logged = syslog.line()
+    assert logged.startswith("<28>ka-notify[") and logged.endswith(line.removeprefix("ka-notify"))
+    drain(config)  # what the hook's own worker would do once the spool is free
+    assert list((state / "incoming").iterdir()) == []
+    assert [r.summary for r in Spool.open(state).rows(("delivered",))] == [
+        f"instance VI_1 on {os.uname().nodename} is MASTER"
+    ]
+    assert len(receiver.unique()) == 1
+
+
+@needs_unshare
+def test_a_full_disk_says_so_and_keeps_the_event_in_the_runtime_directory(
+    tmp_path: Path, syslog: Syslog, receiver: Receiver
+) -> None:
+    state, run = tmp_path / "state", tmp_path / "run"
+    state.mkdir()
+    run.mkdir()
+    config = write_config(tmp_path, state, receiver.url)
+    fill = f"dd if=/dev/zero of={state}/fill bs=4k 2>/dev/null || true"
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {state}; "
+        f'"$@"; {fill}; {syslog.setup}exec "$@"'  # the spool exists; its next commit fails
+    )
+    result = hook(config, *in_private_mounts(script), env={"KA_NOTIFY_RUNTIME_DIR": str(run)})
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("ka-notify: error: ") and ": disk full; INSTANCE VI_1 MASTER" in line
+    assert "rollback" not in line and f"kept in {run / 'incoming'}" in line
+    assert syslog.line().startswith("<27>ka-notify[")
+    (kept,) = (run / "incoming").iterdir()
+    assert kept.stat().st_mode & 0o777 == 0o600
+    subprocess.run(
+        [sys.executable, "-m", "ka_exporter.notify.cli", "drain", "--config", str(config)],
+        env={**os.environ, "KA_NOTIFY_RUNTIME_DIR": str(run)}, timeout=60, check=True,
+    )  # fmt: skip
+    assert list((run / "incoming").iterdir()) == []
+    assert len(receiver.unique()) == 1
+
+
+@needs_unshare
+def test_a_corrupt_spool_is_reported_and_the_event_kept(tmp_path: Path, syslog: Syslog) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "spool.db").write_bytes(b"this is not an SQLite database, " * 128)
+    config = write_config(tmp_path, state)
+    result = hook(config, *in_private_mounts(syslog.setup + 'exec "$@"'))
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("ka-notify: error: ") and "corrupt" in line
+    assert f"kept in {state / 'incoming'}" in line
+    assert "corrupt" in syslog.line()
 
 
 @needs_unshare

@@ -135,10 +135,20 @@ _REASONS = {
 
 def _error(exc: sqlite3.Error, path: Path) -> SpoolError:
     name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_IOERR") and _no_space(path):
+        name = "SQLITE_FULL"  # SQLite says "disk I/O error" when the WAL index cannot grow
     if name == "SQLITE_CANTOPEN":
         return SpoolError(f"cannot open spool {path}: the directory is missing or not writable")
     error = SpoolBusy if name == "SQLITE_BUSY" else SpoolError
     return error(f"spool {path}: {_REASONS.get(name, str(exc))}")
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 65536
 
 
 def os_reason(exc: OSError) -> str:
