@@ -10,9 +10,9 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from ka_exporter import capture
-from ka_exporter.model import Model, Segment
+from ka_exporter.model import Model, Segment, VridKey
 from lab import netns
-from tests import frames
+from tests import frames, segments
 from tests.conftest import send
 
 
@@ -48,7 +48,11 @@ def noise() -> list[bytes]:
     ]
 
 
-async def captured(listen_ns: str, send_ns: str, payload: list[bytes]) -> tuple[Model, int]:
+async def captured(
+    listen_ns: str, send_ns: str, payload: list[bytes], expect: int = 4
+) -> tuple[Model, int]:
+    """The model once `expect` adverts (VRRP or CARP) were read, and the frames the filter
+    passed."""
     model = Model()
     cap = capture.Capture(model, asyncio.get_running_loop())
     segment = Segment("eth0", listen_ns)
@@ -57,7 +61,9 @@ async def captured(listen_ns: str, send_ns: str, payload: list[bytes]) -> tuple[
         await asyncio.to_thread(send, send_ns, payload)
         for _ in range(50):
             await asyncio.sleep(0.02)
-            if sum(r.adverts for v in model.vrids.values() for r in v.routers.values()) >= 4:
+            vrrp = sum(r.adverts for v in model.vrids.values() for r in v.routers.values())
+            carp = sum(s.adverts for g in model.carp.values() for s in g.speakers.values())
+            if vrrp + carp >= expect:
                 break
         (tap,) = cap.statistics()
         return model, tap.packets
@@ -119,7 +125,9 @@ def test_a_burst_waits_in_the_ring_with_its_arrival_times(wire: tuple[str, str])
     routers = [r for v in model.vrids.values() for r in v.routers.values()]
     assert sum(r.adverts for r in routers) == 30_000
     assert all(before <= r.last_seen <= sent for r in routers)
-    assert wakeups <= 30_000 * 144 // capture.BLOCK_SIZE + 5
+    # full blocks, plus those the kernel retired part-full after RETIRE_MS while a loaded
+    # machine held the sender back: still a few dozen wake-ups, not 30,000
+    assert wakeups <= 2 * (30_000 * 144 // capture.BLOCK_SIZE) + 5
 
 
 def test_link_down_does_not_spin_the_loop(wire: tuple[str, str]) -> None:
@@ -150,3 +158,47 @@ def test_link_down_does_not_spin_the_loop(wire: tuple[str, str]) -> None:
     down, vrids = asyncio.run(main())
     assert down <= 3
     assert vrids == 4
+
+
+def test_a_trunk_through_the_ring_keeps_vlans_apart(wire: tuple[str, str]) -> None:
+    """Tagged frames written on a veth arrive with the tag in the ring's frame header, as on a
+    NIC with VLAN offload: VRID 51 on VLAN 100 and VLAN 200 are two virtual routers, QinQ's inner
+    tag (left in the frame) follows the outer one, and CARP beside is CARP."""
+    a, b = wire
+    payload = [frame for _, frame in segments.trunk(seconds=2)]
+    model, packets = asyncio.run(captured(b, a, payload, len(payload)))
+    assert packets == len(payload)
+    assert not model.rejects
+    vrids = {(k.segment.vlan, k.vrid): v for k, v in model.vrids.items()}
+    assert set(vrids) == {("100", 51), ("200", 51), ("300.52", 52)}
+    assert set(vrids["100", 51].routers) == {"192.0.2.11"}
+    assert set(vrids["200", 51].routers) == {"198.51.100.11"}
+    assert {(k.segment.vlan, k.vrid) for k in model.carp} == {("100", 51), ("100", 60)}
+    assert model.collisions == {VridKey(Segment("eth0", b, "100"), "ipv4", 51)}
+
+
+def test_a_vlan_with_its_own_subinterface_is_reported_there_not_on_the_parent(
+    wire: tuple[str, str],
+) -> None:
+    """When the VLAN's subinterface is captured too, the parent leaves its frames to it."""
+    a, b = wire
+
+    async def main() -> Model:
+        model = Model()
+        cap = capture.Capture(model, asyncio.get_running_loop())
+        cap.open(Segment("eth0", b))
+        cap.elsewhere(Segment("eth0", b), frozenset({100}))
+        try:
+            await asyncio.to_thread(send, a, [frame for _, frame in segments.trunk(seconds=1)])
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                if len(model.vrids) >= 2:
+                    break
+            await asyncio.sleep(0.05)
+            return model
+        finally:
+            cap.close_all()
+
+    model = asyncio.run(main())
+    assert {(k.segment.vlan, k.vrid) for k in model.vrids} == {("200", 51), ("300.52", 52)}
+    assert model.carp == {}  # the CARP adverts were on VLAN 100 too
