@@ -143,6 +143,7 @@ def full_config(directory: Path) -> dict[str, object]:
                 "from": "ka@example.org",
                 "to": ["ops@example.org"],
                 "subject_prefix": "[ka]",
+                "keepalived_config": "/etc/keepalived/keepalived.conf",
                 "allow_plaintext": False,
                 **common,
             },

@@ -83,7 +83,7 @@ def test_ownership_changes_fire_and_resolve(tmp_path: Path, receiver: Receiver) 
     [
         (["--peer", "node-b:9743"], "argument --peer: not an http(s) URL: 'node-b:9743'"),
         (["--vrrp.expected-peer", "node-b"], "not an IP address: 'node-b'"),
-        (["--notify.config", "/nonexistent/ka.toml"], "/nonexistent/ka.toml:0: cannot read"),
+        (["--notify.config", "/nonexistent/ka.toml"], "/nonexistent/ka.toml: cannot read"),
     ],
 )
 def test_bad_alerting_flags_are_one_line_and_exit_2(
