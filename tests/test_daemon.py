@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab import netns
-from tests import frames
+from tests import frames, segments
 from tests.conftest import send
 
 EXPORTER = str(Path(sys.executable).with_name("ka-exporter"))
@@ -179,3 +179,50 @@ def test_interface_recreated_capture_resumes(wire: tuple[str, str], exporter: Ex
     poll(lambda: exporter.metric(up), 2)
     send(a, [bytes(frames.advert(3, vrid=9, priority=120))])
     poll(lambda: exporter.metric(f"vrrp_masters{labels(b, 9)} 1.0"), 2)
+
+
+def test_trunk_vlans_carp_and_a_collision_live(wire: tuple[str, str], exporter: Exporter) -> None:
+    """One VRID on two VLANs of a trunk, QinQ, and CARP beside: one master per VLAN, no
+    split-brain, no mismatch, no reject, and the CARP vhid equal to VRID 51 flagged."""
+    a, b = wire
+    send(a, [frame for _, frame in segments.trunk(seconds=3)])
+    vlan100 = labels(b, 51, vlan="100")
+    poll(lambda: exporter.metric(f"vrrp_masters{vlan100} 1.0"), 2)
+    text = exporter.get("/metrics")[1]
+    for vlan, vrid in (("100", 51), ("200", 51), ("300.52", 52)):
+        assert f"vrrp_masters{labels(b, vrid, vlan=vlan)} 1.0" in text
+        assert f"vrrp_split_brain{labels(b, vrid, vlan=vlan)} 0.0" in text
+        assert f"vrrp_config_mismatch{labels(b, vrid, vlan=vlan, field='vips')} 0.0" in text
+    assert f"vrrp_carp_collision{vlan100} 1.0" in text
+    carp = f'{{family="ipv4",interface="eth0",netns="{b}",vhid="51",vlan="100"}}'
+    assert f"carp_masters{carp} 1.0" in text
+    assert "vrrp_packets_rejected_total{" not in text
+    page = exporter.get("/")[1]
+    assert "CARP COLLISION" in page and '<table id="carp">' in page
+
+
+def test_link_down_holds_the_vrid_and_link_up_resumes(
+    wire: tuple[str, str], exporter: Exporter
+) -> None:
+    """Down, the VRID keeps its master (no false "no master"), the page and ka_exporter_link_up
+    say why; up again, adverts are heard as before."""
+    a, b = wire
+    advert = bytes(frames.advert(3, vrid=8, priority=150, adv=20))  # every 0.2 s
+    master = f"vrrp_masters{labels(b, 8)} 1.0"
+    link = f'ka_exporter_link_up{{interface="eth0",netns="{b}"}}'
+    for _ in range(5):
+        send(a, [advert])
+        time.sleep(0.2)
+    assert exporter.metric(master)
+    netns.run(["ip", "-n", b, "link", "set", "eth0", "down"])
+    poll(lambda: exporter.metric(f"{link} 0.0"), 2)
+    time.sleep(2.0)  # over 3 master-down intervals of silence
+    assert exporter.metric(master)
+    assert "Link down: eth0" in exporter.get("/")[1]
+    netns.run(["ip", "-n", b, "link", "set", "eth0", "up"])
+    poll(lambda: exporter.metric(f"{link} 1.0"), 3)
+    for _ in range(5):
+        send(a, [advert])
+        time.sleep(0.2)
+    assert exporter.metric(master)
+    assert exporter.metric(f"vrrp_master_transitions_total{labels(b, 8)} 0.0")
