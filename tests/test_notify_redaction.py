@@ -23,9 +23,17 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from ka_exporter.notify import cli
 from ka_exporter.notify.config import load, make_sinks
+from ka_exporter.notify.secret import (
+    Redactor,
+    Secret,
+    authorization_parts,
+    credential_parts,
+    url_parts,
+)
 from ka_exporter.notify.spool import Spool
 from ka_exporter.notify.worker import Worker
 from tests.notify_servers import http_receiver, sample_alert
@@ -113,3 +121,37 @@ def test_echoed_secrets_are_redacted_everywhere(
         if form in text
     ]
     assert not found, found
+
+
+def test_each_form_of_each_secret_is_blacked_out_and_the_rest_kept() -> None:
+    slack = URL("https://hooks.slack.com/services/T0123ABCD/B0456EFGH/abcdefghijklmnopqrstuvwx")
+    mattermost = URL("https://chat.example/hooks/8xk3m9q1p7bz5rdwn4tsgh2yce")
+    basic = "Basic " + base64.b64encode(b"alerts:pa ss/word").decode()
+    redact = Redactor(
+        [
+            str(slack),
+            *url_parts(slack),
+            *url_parts(mattermost),
+            *authorization_parts("Bearer tok.en-123"),
+            *authorization_parts(basic),
+            *credential_parts(("mailer", Secret("hunter2!"))),
+        ]
+    )
+    echoed = [
+        "POST /services/T0123ABCD/B0456EFGH/abcdefghijklmnopqrstuvwx HTTP/1.1",
+        "path=%2Fservices%2FT0123ABCD%2FB0456EFGH%2Fabcdefghijklmnopqrstuvwx",
+        "POST /hooks/8xk3m9q1p7bz5rdwn4tsgh2yce",
+        "Authorization: Bearer tok.en-123",
+        "token dG9rLmVuLTEyMw",  # base64 of the bearer token
+        f"Authorization: {basic}",
+        "user alerts, password pa%20ss%2Fword, or pa+ss%2Fword",
+        "AUTH PLAIN " + base64.b64encode(b"\0mailer\0hunter2!").decode(),
+        "AUTH LOGIN " + base64.b64encode(b"hunter2!").decode(),
+        "&lt;hunter2!&gt;",
+    ]
+    pieces = ["T0123ABCD", "abcdefghijklmnop", "8xk3m9q1p7", "tok.en", "dG9rLmVuLTEy", "pa ss",
+              "pa%20ss", "pa+ss", "hunter2", "aHVudGVy", "YWxlcnRzOnBh"]  # fmt: skip
+    for text in echoed:
+        assert not [p for p in pieces if p in redact(text)], (text, redact(text))
+    kept = "https://hooks.slack.com: HTTP 400: POST /services/ and /hooks/ refused for alerts"
+    assert redact(kept) == kept

@@ -105,8 +105,8 @@ class Redactor:
     a URL does not leave the rest of the URL behind."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = frozenset(s for s in secrets if s)
-        forms = {form for s in self.secrets for form in _encodings(s) | _encodings(unquote(s))}
+        self._secrets = frozenset(s for s in secrets if s)
+        forms = {form for s in self._secrets for form in _encodings(s) | _encodings(unquote(s))}
         ordered = sorted((f for f in forms if f), key=len, reverse=True)
         self._pattern = (
             re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
@@ -116,10 +116,10 @@ class Redactor:
         return text if self._pattern is None else self._pattern.sub(REDACTED, text)
 
     def __or__(self, other: Redactor) -> Redactor:
-        return Redactor(self.secrets | other.secrets)
+        return Redactor(self._secrets | other._secrets)
 
     def __repr__(self) -> str:
-        return f"Redactor({len(self.secrets)} secrets)"
+        return f"Redactor({len(self._secrets)} secrets)"
 
 
 def read_secret(options: Mapping[str, object], key: str, *, required: bool = True) -> Secret | None:
