@@ -36,11 +36,8 @@ class Options:
             raise OptionsError([unknown_key(key, known) for key in unknown])
         self._options = options
 
-    def _get(self, key: str) -> object | None:
-        return self._options.get(key)
-
     def string(self, key: str, default: str | None = None) -> str:
-        value = self._get(key)
+        value = self._options.get(key)
         if value is None:
             if default is None:
                 raise ValueError(f"{key}: missing")
@@ -53,7 +50,7 @@ class Options:
         return None if self._options.get(key) is None else self.string(key)
 
     def number(self, key: str, default: float) -> float:
-        value = self._get(key)
+        value = self._options.get(key)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -71,7 +68,7 @@ class Options:
         return value
 
     def port(self, key: str, default: int) -> int:
-        value = self._get(key)
+        value = self._options.get(key)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
@@ -79,7 +76,7 @@ class Options:
         return value
 
     def flag(self, key: str, default: bool) -> bool:
-        value = self._get(key)
+        value = self._options.get(key)
         if value is None:
             return default
         if not isinstance(value, bool):
@@ -93,7 +90,7 @@ class Options:
         return value
 
     def string_list(self, key: str) -> list[str]:
-        value = self._get(key)
+        value = self._options.get(key)
         if value is None:
             raise ValueError(f"{key}: missing")
         if (
@@ -105,7 +102,7 @@ class Options:
         return list(value)
 
     def table(self, key: str) -> dict[str, str]:
-        value = self._get(key)
+        value = self._options.get(key)
         if value is None:
             return {}
         if not isinstance(value, Mapping) or not all(
