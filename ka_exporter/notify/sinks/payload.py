@@ -56,7 +56,8 @@ _STATE_KEYS = frozenset({"state", "old_state", "new_state"})
 _OWN_KEYS = frozenset({"alertname", "severity", "priority"})
 
 
-def is_problem(alert: Alert) -> bool:
+def _problem(alert: Alert) -> bool:
+    """Lasts until resolved (FAULT, split brain, a duplicate VIP...), or critical."""
     return alert.ends_at is None or alert.severity is Severity.CRITICAL
 
 
@@ -69,7 +70,7 @@ def title(alert: Alert) -> str:
         text = f"{alert.labels['cluster']}: {text}"
     if alert.status is Status.RESOLVED:
         return f"[RESOLVED] {text}"
-    return f"[FIRING] {text}" if is_problem(alert) else text
+    return f"[FIRING] {text}" if _problem(alert) else text
 
 
 def facts(alert: Alert, vips: list[str] | None = None) -> list[tuple[str, str]]:
