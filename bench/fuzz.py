@@ -3,12 +3,12 @@
     python -m bench.fuzz [--runs N] [--seconds S] [--crashes DIR] [-- libFuzzer flags]
 
 `decode` sits on the capture path of every packet the exporter sees, including whatever an
-attacker on the segment sends, so it must answer every input with an Advert or a known Reject and
-never raise. The fuzzer's first input byte picks the link type (Ethernet, raw IP, Linux SLL,
-SLL2), the rest is the frame. The corpus is seeded with every frame of tests/data/*.pcap in each
-framing the decoder accepts. Any other outcome is a crash: the input is saved under --crashes
-(tests/data/fuzz-crashes by default) and the run exits non-zero. At the end a summary is printed:
-inputs run, exec/s, results by reason and libFuzzer's coverage counters.
+attacker on the segment sends, so it must answer every input with an Advert, a Carp or a known
+DropReason and never raise. The fuzzer's first input byte picks the link type (Ethernet, raw IP,
+Linux SLL, SLL2), the rest is the frame. The corpus is seeded with every frame of
+tests/data/*.pcap in each framing the decoder accepts. Any other outcome is a crash: the input is
+saved under --crashes (tests/data/fuzz-crashes by default) and the run exits non-zero. At the end
+a summary is printed: inputs run, exec/s, results by reason and libFuzzer's coverage counters.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import NoReturn
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["ka_exporter.decode"]):
-    from ka_exporter.decode import Advert, LinkType, Reject, decode
+    from ka_exporter.decode import Advert, Carp, DropReason, LinkType, decode
 
 from ka_exporter.pcap import read
 from lab.frames import FRAMINGS, reframe
@@ -64,7 +64,7 @@ class Harness:
         self.runs += 1
         try:
             result = decode(data[1:], 0.0, LINKTYPES[data[0] % len(LINKTYPES)] if data else 0, KEY)
-            if type(result) is Reject:
+            if type(result) is DropReason:
                 self.results[result.value] += 1
             elif (
                 isinstance(result, Advert)
@@ -72,6 +72,8 @@ class Harness:
                 and result.interval_cs > 0 <= result.trailer
             ):
                 self.results["advert"] += 1
+            elif isinstance(result, Carp) and result.vhid and result.interval > 0:
+                self.results["carp"] += 1
             else:
                 raise TypeError(f"decode returned {result!r}")  # not an advert, or a broken one
         except Exception:

@@ -33,7 +33,7 @@ class LinkType(enum.IntEnum):
     LINUX_SLL2 = 276
 
 
-class Reject(enum.StrEnum):
+class DropReason(enum.StrEnum):
     """Why a frame was not taken as an advertisement; the value is the metric label."""
 
     NOT_VRRP = "not_vrrp"
@@ -137,24 +137,24 @@ _MEMO_SIZE = 4096
 # Validated adverts by (family, ttl, ah, addresses + message): a master repeats the same message
 # every interval, so the steady state skips validation and address formatting. Bounded.
 # (Advert or Carp, its fields between `time` and `vlan`), or why it was dropped
-_Decoded = tuple[Callable[..., Advert | Carp], tuple[object, ...]] | Reject
+_Decoded = tuple[Callable[..., Advert | Carp], tuple[object, ...]] | DropReason
 _memo: dict[tuple[bytes, bytes], _Decoded] = {}
 
 
 def decode(
     frame: bytes, time: float, linktype: int = _ETHERNET, key: bytes = _PROCESS_KEY
-) -> Advert | Carp | Reject:
+) -> Advert | Carp | DropReason:
     n = len(frame)
     vlan = ""
     if linktype in (_ETHERNET, _SLL):
         # libpcap puts a stripped 802.1Q tag back into SLL frames, just as it sits in Ethernet
         off = 12 if linktype == _ETHERNET else 14
         if n < off + 2:
-            return Reject.TRUNCATED
+            return DropReason.TRUNCATED
         ethertype = frame[off] << 8 | frame[off + 1]
         while ethertype in _VLAN_TAGS:
             if n < off + 6:
-                return Reject.TRUNCATED
+                return DropReason.TRUNCATED
             vid = (frame[off + 2] & 0x0F) << 8 | frame[off + 3]
             if vid:  # VID 0 is a priority tag: no VLAN
                 vlan = f"{vlan}.{vid}" if vlan else str(vid)
@@ -163,69 +163,69 @@ def decode(
         off += 2
     elif linktype == _SLL2:
         if n < 20:
-            return Reject.TRUNCATED
+            return DropReason.TRUNCATED
         ethertype, off = frame[0] << 8 | frame[1], 20
     elif linktype in _RAW_IP:
         if n < 1:
-            return Reject.TRUNCATED
+            return DropReason.TRUNCATED
         ethertype, off = (0x86DD if frame[0] >> 4 == 6 else 0x0800), 0
     else:
-        return Reject.NOT_VRRP
+        return DropReason.NOT_VRRP
     if ethertype == 0x0800:
         return _ipv4(frame, off, time, key, vlan)
     if ethertype == 0x86DD:
         return _ipv6(frame, off, time, key, vlan)
-    return Reject.NOT_VRRP
+    return DropReason.NOT_VRRP
 
 
-def _ipv4(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | Reject:
+def _ipv4(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | DropReason:
     if len(frame) < off + 20:
-        return Reject.TRUNCATED
+        return DropReason.TRUNCATED
     b0 = frame[off]
     ihl = (b0 & 0x0F) * 4
     total = frame[off + 2] << 8 | frame[off + 3]
     if b0 >> 4 != 4 or ihl < 20 or total < ihl:
-        return Reject.IP_HEADER
+        return DropReason.IP_HEADER
     end = off + total
     if end > len(frame) or len(frame) < off + ihl:
-        return Reject.TRUNCATED
+        return DropReason.TRUNCATED
     proto = frame[off + 9]
     if proto not in (PROTO_VRRP, PROTO_AH):
-        return Reject.NOT_VRRP
+        return DropReason.NOT_VRRP
     if (frame[off + 6] << 8 | frame[off + 7]) & 0x3FFF:
-        return Reject.FRAGMENT
+        return DropReason.FRAGMENT
     p = off + ihl
     ah = proto == PROTO_AH
     if ah:
         if end < p + 12:
-            return Reject.TRUNCATED
+            return DropReason.TRUNCATED
         proto = frame[p]
         p += (frame[p + 1] + 2) * 4
     if proto != PROTO_VRRP:
-        return Reject.NOT_VRRP
+        return DropReason.NOT_VRRP
     src = frame[off + 12 : off + 16]
     dst = frame[off + 16 : off + 20]
     return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key, vlan)
 
 
-def _ipv6(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | Reject:
+def _ipv6(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | DropReason:
     if len(frame) < off + 40:
-        return Reject.TRUNCATED
+        return DropReason.TRUNCATED
     if frame[off] >> 4 != 6:
-        return Reject.IP_HEADER
+        return DropReason.IP_HEADER
     end = off + 40 + (frame[off + 4] << 8 | frame[off + 5])
     if end > len(frame):
-        return Reject.TRUNCATED
+        return DropReason.TRUNCATED
     nh = frame[off + 6]
     p = off + 40
     while nh in _IPV6_EXT:
         if end < p + 8:
-            return Reject.TRUNCATED
+            return DropReason.TRUNCATED
         nh, p = frame[p], p + (frame[p + 1] + 1) * 8
     if nh == _IPV6_FRAGMENT:
-        return Reject.FRAGMENT
+        return DropReason.FRAGMENT
     if nh != PROTO_VRRP:
-        return Reject.NOT_VRRP
+        return DropReason.NOT_VRRP
     src = frame[off + 8 : off + 24]
     dst = frame[off + 24 : off + 40]
     return _memoized(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key, vlan)
@@ -243,7 +243,7 @@ def _memoized(
     time: float,
     key: bytes,
     vlan: str,
-) -> Advert | Carp | Reject:
+) -> Advert | Carp | DropReason:
     memo_key = (key, b"%c%c%c%s%s%s" % (len(src), ttl, ah, src, dst, frame[p:end]))
     decoded = _memo.get(memo_key)
     if decoded is None:
@@ -251,7 +251,7 @@ def _memoized(
         if len(_memo) >= _MEMO_SIZE:
             _memo.clear()
         _memo[memo_key] = decoded
-    if isinstance(decoded, Reject):
+    if isinstance(decoded, DropReason):
         return decoded
     kind, fields = decoded
     return kind(time, *fields, vlan)
@@ -270,36 +270,36 @@ def _message(
 ) -> _Decoded:
     """Validates one message; returns its kind and its fields after `time`."""
     if end < p + 8:
-        return Reject.LENGTH
+        return DropReason.LENGTH
     # RFC 3768/5798 receivers drop TTL != 255; keepalived skips the check for unicast adverts,
     # whose TTL its `unicast_ttl` option sets.
     if ttl != 255 and (dst[0] >> 4 == 0xE if family == IPV4 else dst[0] == 0xFF):
-        return Reject.TTL
+        return DropReason.TTL
     if frame[p] == 0x21 and frame[p + 3] == _CARP_AUTHLEN and end - p == _CARP_SIZE and not ah:
         return _carp(frame, p, family, src, dst, ttl)
     version = frame[p] >> 4
     if version not in (2, 3) or (version == 2 and family == IPV6):
-        return Reject.VERSION
+        return DropReason.VERSION
     if frame[p] & 0x0F != 1:
-        return Reject.TYPE
+        return DropReason.TYPE
     count = frame[p + 3]
     alen = 4 if family == IPV4 else 16
     size = 8 + alen * count + (8 if version == 2 else 0)
     if end < p + size:
-        return Reject.LENGTH
+        return DropReason.LENGTH
     vrid = frame[p + 1]
     if vrid == 0:
-        return Reject.VRID
+        return DropReason.VRID
     interval_cs = frame[p + 5] * 100 if version == 2 else (frame[p + 4] & 0x0F) << 8 | frame[p + 5]
     if interval_cs == 0:
-        return Reject.INTERVAL
+        return DropReason.INTERVAL
     total = int.from_bytes(frame[p : p + size])
     if version == 2:
         checksum = Checksum.MESSAGE if total % 0xFFFF == 0 else None
     else:
         checksum = _v3_checksum(total, family, src, dst, size)
     if checksum is None:
-        return Reject.CHECKSUM
+        return DropReason.CHECKSUM
     auth_type = frame[p + 4] if version == 2 else 0
     fp = fingerprint(frame[p + size - 8 : p + size], key) if auth_type == 1 else ""
     a = p + 8
@@ -330,10 +330,10 @@ def _message(
 def _carp(frame: bytes, p: int, family: str, src: bytes, dst: bytes, ttl: int) -> _Decoded:
     # carp(4) and ucarp checksum the 36-byte header alone, over IPv6 too: no pseudo-header
     if int.from_bytes(frame[p : p + _CARP_SIZE]) % 0xFFFF:
-        return Reject.CARP_CHECKSUM
+        return DropReason.CARP_CHECKSUM
     vhid = frame[p + 1]
     if vhid == 0:
-        return Reject.VRID
+        return DropReason.VRID
     ntoa = _ntoa if family == IPV4 else _ntop6
     fields = (family, ntoa(src), ntoa(dst), vhid, frame[p + 5], frame[p + 2], frame[p + 4], ttl)
     return Carp, fields

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ka_exporter.decode import Advert, Carp, Checksum, Reject, decode
+from ka_exporter.decode import Advert, Carp, Checksum, DropReason, decode
 
 INFINITY = float("inf")
 
@@ -234,7 +234,7 @@ class Model:
         self.carp: dict[VridKey, CarpGroup] = {}
         self.collisions: set[VridKey] = set()
         self.router_count = 0  # VRRP routers and CARP speakers: one cap for both
-        self.rejects: Counter[tuple[Segment, Reject]] = Counter()
+        self.rejects: Counter[tuple[Segment, DropReason]] = Counter()
         self.untracked: Counter[Segment] = Counter()
         self.down: dict[Segment, float] = {}  # links down, by Segment.link -> since
         self.events: list[Event] = []

@@ -23,7 +23,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vrrp import VRRP, VRRPv3
 from scapy.packet import Packet, Raw
 
-from ka_exporter.decode import Advert, Carp, Checksum, LinkType, Reject, decode, fingerprint
+from ka_exporter.decode import Advert, Carp, Checksum, DropReason, LinkType, decode, fingerprint
 from tests import segments
 from tests.frames import (
     FRAMINGS,
@@ -158,7 +158,7 @@ def test_v3_ipv4_checksum_variant(
         assert result.checksum == valid[0]
         assert advert_fields(result) == scapy_fields(frame)
     else:
-        assert result is Reject.CHECKSUM
+        assert result is DropReason.CHECKSUM
 
 
 @PROPERTY
@@ -171,7 +171,7 @@ def test_ipv6_requires_the_pseudo_header(pkt: Packet) -> None:
         assert isinstance(result, Advert)
         assert result.checksum == Checksum.PSEUDO_HEADER
     else:
-        assert result is Reject.CHECKSUM
+        assert result is DropReason.CHECKSUM
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,20 +201,24 @@ UNICAST = "192.0.2.12"
         ),
         pytest.param(advert(2), Checksum.MESSAGE, id="v2"),
         pytest.param(advert(2, ah=True, authtype=2), Checksum.MESSAGE, id="v2-ah"),
-        pytest.param(set_checksum(advert(2), None), Reject.CHECKSUM, id="v2-corrupt"),
+        pytest.param(set_checksum(advert(2), None), DropReason.CHECKSUM, id="v2-corrupt"),
         pytest.param(
-            set_checksum(advert(2), Checksum.PSEUDO_HEADER), Reject.CHECKSUM, id="v2-pseudo-header"
+            set_checksum(advert(2), Checksum.PSEUDO_HEADER),
+            DropReason.CHECKSUM,
+            id="v2-pseudo-header",
         ),
-        pytest.param(set_checksum(advert(3), None), Reject.CHECKSUM, id="v3-ipv4-corrupt"),
-        pytest.param(set_checksum(advert(3, "ipv6"), None), Reject.CHECKSUM, id="v3-ipv6-corrupt"),
+        pytest.param(set_checksum(advert(3), None), DropReason.CHECKSUM, id="v3-ipv4-corrupt"),
+        pytest.param(
+            set_checksum(advert(3, "ipv6"), None), DropReason.CHECKSUM, id="v3-ipv6-corrupt"
+        ),
         pytest.param(
             set_checksum(advert(3, "ipv6"), Checksum.MESSAGE),
-            Reject.CHECKSUM,
+            DropReason.CHECKSUM,
             id="v3-ipv6-without-pseudo-header",
         ),
     ],
 )
-def test_checksum_variants(pkt: Packet, expected: Checksum | Reject) -> None:
+def test_checksum_variants(pkt: Packet, expected: Checksum | DropReason) -> None:
     result = decode(bytes(pkt), 0.0, LinkType.ETHERNET, KEY)
     assert (result.checksum if isinstance(result, Advert) else result) == expected
 
@@ -257,7 +261,7 @@ REJECTS = [
     pytest.param(
         bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=SRC_MAC) / ARP(psrc=SRC4, pdst=GROUP4)),
         ETH,
-        Reject.NOT_VRRP,
+        DropReason.NOT_VRRP,
         id="not_vrrp-arp",
     ),
     pytest.param(
@@ -268,13 +272,13 @@ REJECTS = [
             / Raw(message(advert(3)))
         ),
         ETH,
-        Reject.NOT_VRRP,
+        DropReason.NOT_VRRP,
         id="not_vrrp-udp",
     ),
     pytest.param(
         bytes(Ether(dst="33:33:00:00:00:01") / IPv6(src=SRC6, dst="ff02::1") / ICMPv6EchoRequest()),
         ETH,
-        Reject.NOT_VRRP,
+        DropReason.NOT_VRRP,
         id="not_vrrp-icmpv6",
     ),
     pytest.param(
@@ -285,119 +289,132 @@ REJECTS = [
             / UDP()
         ),
         ETH,
-        Reject.NOT_VRRP,
+        DropReason.NOT_VRRP,
         id="not_vrrp-ah-udp",
     ),
-    pytest.param(V3, 147, Reject.NOT_VRRP, id="not_vrrp-unknown-linktype"),
+    pytest.param(V3, 147, DropReason.NOT_VRRP, id="not_vrrp-unknown-linktype"),
     pytest.param(
         _sll(ARP(psrc=SRC4, pdst=GROUP4)),
         LinkType.LINUX_SLL,
-        Reject.NOT_VRRP,
+        DropReason.NOT_VRRP,
         id="not_vrrp-sll-arp",
     ),
     # truncated
-    pytest.param(V3[:13], ETH, Reject.TRUNCATED, id="truncated-ethernet"),
-    pytest.param(reframe(V3, "dot1q")[0][:17], ETH, Reject.TRUNCATED, id="truncated-vlan-tag"),
-    pytest.param(reframe(V3, "qinq")[0][:21], ETH, Reject.TRUNCATED, id="truncated-qinq-tag"),
-    pytest.param(V3[: 14 + 19], ETH, Reject.TRUNCATED, id="truncated-ipv4-header"),
-    pytest.param(V3[:-1], ETH, Reject.TRUNCATED, id="truncated-ipv4-total-length"),
-    pytest.param(V2[:-8], ETH, Reject.TRUNCATED, id="truncated-v2-ipv4-total-length"),
-    pytest.param(V6[: 14 + 39], ETH, Reject.TRUNCATED, id="truncated-ipv6-header"),
-    pytest.param(V6[:-1], ETH, Reject.TRUNCATED, id="truncated-ipv6-payload-length"),
+    pytest.param(V3[:13], ETH, DropReason.TRUNCATED, id="truncated-ethernet"),
+    pytest.param(reframe(V3, "dot1q")[0][:17], ETH, DropReason.TRUNCATED, id="truncated-vlan-tag"),
+    pytest.param(reframe(V3, "qinq")[0][:21], ETH, DropReason.TRUNCATED, id="truncated-qinq-tag"),
+    pytest.param(V3[: 14 + 19], ETH, DropReason.TRUNCATED, id="truncated-ipv4-header"),
+    pytest.param(V3[:-1], ETH, DropReason.TRUNCATED, id="truncated-ipv4-total-length"),
+    pytest.param(V2[:-8], ETH, DropReason.TRUNCATED, id="truncated-v2-ipv4-total-length"),
+    pytest.param(V6[: 14 + 39], ETH, DropReason.TRUNCATED, id="truncated-ipv6-header"),
+    pytest.param(V6[:-1], ETH, DropReason.TRUNCATED, id="truncated-ipv6-payload-length"),
     pytest.param(
         bytes(Ether() / IPv6(src=SRC6, dst=GROUP6, hlim=255, nh=0) / Raw(b"\x70\0\0\0")),
         ETH,
-        Reject.TRUNCATED,
+        DropReason.TRUNCATED,
         id="truncated-ipv6-extension-header",
     ),
     pytest.param(
         bytes(Ether() / IP(src=SRC4, dst=GROUP4, ttl=255, proto=51) / Raw(bytes(8))),
         ETH,
-        Reject.TRUNCATED,
+        DropReason.TRUNCATED,
         id="truncated-ah",
     ),
     pytest.param(
-        reframe(V3, "sll")[0][:15], LinkType.LINUX_SLL, Reject.TRUNCATED, id="truncated-sll"
+        reframe(V3, "sll")[0][:15], LinkType.LINUX_SLL, DropReason.TRUNCATED, id="truncated-sll"
     ),
     pytest.param(
-        reframe(V3, "sll2")[0][:19], LinkType.LINUX_SLL2, Reject.TRUNCATED, id="truncated-sll2"
+        reframe(V3, "sll2")[0][:19], LinkType.LINUX_SLL2, DropReason.TRUNCATED, id="truncated-sll2"
     ),
-    pytest.param(b"", LinkType.RAW, Reject.TRUNCATED, id="truncated-raw-empty"),
-    pytest.param(V3[14:30], LinkType.IPV4, Reject.TRUNCATED, id="truncated-raw-ipv4"),
+    pytest.param(b"", LinkType.RAW, DropReason.TRUNCATED, id="truncated-raw-empty"),
+    pytest.param(V3[14:30], LinkType.IPV4, DropReason.TRUNCATED, id="truncated-raw-ipv4"),
     # ip_header
-    pytest.param(patch(V3, 14, b"\x44"), ETH, Reject.IP_HEADER, id="ip_header-ihl-4"),
-    pytest.param(patch(V3, 14, b"\x65"), ETH, Reject.IP_HEADER, id="ip_header-version-6-in-ipv4"),
-    pytest.param(patch(V3, 16, b"\x00\x13"), ETH, Reject.IP_HEADER, id="ip_header-total-below-ihl"),
+    pytest.param(patch(V3, 14, b"\x44"), ETH, DropReason.IP_HEADER, id="ip_header-ihl-4"),
     pytest.param(
-        patch(V3, 12, b"\x86\xdd").ljust(60, b"\0"), ETH, Reject.IP_HEADER, id="ip_header-v4-in-v6"
+        patch(V3, 14, b"\x65"), ETH, DropReason.IP_HEADER, id="ip_header-version-6-in-ipv4"
+    ),
+    pytest.param(
+        patch(V3, 16, b"\x00\x13"), ETH, DropReason.IP_HEADER, id="ip_header-total-below-ihl"
+    ),
+    pytest.param(
+        patch(V3, 12, b"\x86\xdd").ljust(60, b"\0"),
+        ETH,
+        DropReason.IP_HEADER,
+        id="ip_header-v4-in-v6",
     ),
     # fragment
-    pytest.param(_ip_fields(advert(3), flags="MF"), ETH, Reject.FRAGMENT, id="fragment-ipv4-mf"),
-    pytest.param(_ip_fields(advert(3), frag=1), ETH, Reject.FRAGMENT, id="fragment-ipv4-offset"),
-    pytest.param(_fragment6(), ETH, Reject.FRAGMENT, id="fragment-ipv6-header"),
+    pytest.param(
+        _ip_fields(advert(3), flags="MF"), ETH, DropReason.FRAGMENT, id="fragment-ipv4-mf"
+    ),
+    pytest.param(
+        _ip_fields(advert(3), frag=1), ETH, DropReason.FRAGMENT, id="fragment-ipv4-offset"
+    ),
+    pytest.param(_fragment6(), ETH, DropReason.FRAGMENT, id="fragment-ipv6-header"),
     # ttl
-    pytest.param(bytes(advert(2, ttl=254)), ETH, Reject.TTL, id="ttl-v2-254"),
-    pytest.param(bytes(advert(3, ttl=254)), ETH, Reject.TTL, id="ttl-v3-ipv4-254"),
-    pytest.param(bytes(advert(3, "ipv6", ttl=254)), ETH, Reject.TTL, id="ttl-v3-ipv6-254"),
+    pytest.param(bytes(advert(2, ttl=254)), ETH, DropReason.TTL, id="ttl-v2-254"),
+    pytest.param(bytes(advert(3, ttl=254)), ETH, DropReason.TTL, id="ttl-v3-ipv4-254"),
+    pytest.param(bytes(advert(3, "ipv6", ttl=254)), ETH, DropReason.TTL, id="ttl-v3-ipv6-254"),
     # version
-    pytest.param(bytes(advert(1)), ETH, Reject.VERSION, id="version-1"),
-    pytest.param(bytes(advert(4)), ETH, Reject.VERSION, id="version-4"),
-    pytest.param(bytes(advert(2, "ipv6")), ETH, Reject.VERSION, id="version-v2-over-ipv6"),
+    pytest.param(bytes(advert(1)), ETH, DropReason.VERSION, id="version-1"),
+    pytest.param(bytes(advert(4)), ETH, DropReason.VERSION, id="version-4"),
+    pytest.param(bytes(advert(2, "ipv6")), ETH, DropReason.VERSION, id="version-v2-over-ipv6"),
     # type
-    pytest.param(bytes(advert(2, type=2)), ETH, Reject.TYPE, id="type-2-v2"),
-    pytest.param(bytes(advert(3, type=2)), ETH, Reject.TYPE, id="type-2-v3"),
-    pytest.param(bytes(advert(3, "ipv6", type=0)), ETH, Reject.TYPE, id="type-0-v3-ipv6"),
+    pytest.param(bytes(advert(2, type=2)), ETH, DropReason.TYPE, id="type-2-v2"),
+    pytest.param(bytes(advert(3, type=2)), ETH, DropReason.TYPE, id="type-2-v3"),
+    pytest.param(bytes(advert(3, "ipv6", type=0)), ETH, DropReason.TYPE, id="type-0-v3-ipv6"),
     # length
     pytest.param(
         bytes(advert(3, ipcount=3, addrlist=["192.0.2.1", "192.0.2.2"])),
         ETH,
-        Reject.LENGTH,
+        DropReason.LENGTH,
         id="length-v3-ipv4-count-beyond-payload",
     ),
     pytest.param(
-        bytes(advert(3, "ipv6", ipcount=2)), ETH, Reject.LENGTH, id="length-v3-ipv6-count"
+        bytes(advert(3, "ipv6", ipcount=2)), ETH, DropReason.LENGTH, id="length-v3-ipv6-count"
     ),
-    pytest.param(bytes(advert(2, ipcount=2)), ETH, Reject.LENGTH, id="length-v2-count"),
+    pytest.param(bytes(advert(2, ipcount=2)), ETH, DropReason.LENGTH, id="length-v2-count"),
     pytest.param(
         bytes(replace_message(advert(2), message(advert(2))[:-4])),
         ETH,
-        Reject.LENGTH,
+        DropReason.LENGTH,
         id="length-v2-4-bytes-short",
     ),
     pytest.param(
         bytes(replace_message(advert(3), message(advert(3))[:7])),
         ETH,
-        Reject.LENGTH,
+        DropReason.LENGTH,
         id="length-below-8-bytes",
     ),
     # vrid
-    pytest.param(bytes(advert(2, vrid=0)), ETH, Reject.VRID, id="vrid-0-v2"),
-    pytest.param(bytes(advert(3, vrid=0)), ETH, Reject.VRID, id="vrid-0-v3-ipv4"),
-    pytest.param(bytes(advert(3, "ipv6", vrid=0)), ETH, Reject.VRID, id="vrid-0-v3-ipv6"),
+    pytest.param(bytes(advert(2, vrid=0)), ETH, DropReason.VRID, id="vrid-0-v2"),
+    pytest.param(bytes(advert(3, vrid=0)), ETH, DropReason.VRID, id="vrid-0-v3-ipv4"),
+    pytest.param(bytes(advert(3, "ipv6", vrid=0)), ETH, DropReason.VRID, id="vrid-0-v3-ipv6"),
     # interval
-    pytest.param(bytes(advert(2, adv=0)), ETH, Reject.INTERVAL, id="interval-0-v2"),
-    pytest.param(bytes(advert(3, adv=0)), ETH, Reject.INTERVAL, id="interval-0-v3-ipv4"),
-    pytest.param(bytes(advert(3, "ipv6", adv=0)), ETH, Reject.INTERVAL, id="interval-0-v3-ipv6"),
+    pytest.param(bytes(advert(2, adv=0)), ETH, DropReason.INTERVAL, id="interval-0-v2"),
+    pytest.param(bytes(advert(3, adv=0)), ETH, DropReason.INTERVAL, id="interval-0-v3-ipv4"),
     pytest.param(
-        bytes(advert(3, adv=0, res=15)), ETH, Reject.INTERVAL, id="interval-0-v3-reserved-bits"
+        bytes(advert(3, "ipv6", adv=0)), ETH, DropReason.INTERVAL, id="interval-0-v3-ipv6"
+    ),
+    pytest.param(
+        bytes(advert(3, adv=0, res=15)), ETH, DropReason.INTERVAL, id="interval-0-v3-reserved-bits"
     ),
     # checksum
-    pytest.param(bytes(set_checksum(advert(2), None)), ETH, Reject.CHECKSUM, id="checksum-v2"),
-    pytest.param(bytes(set_checksum(advert(3), None)), ETH, Reject.CHECKSUM, id="checksum-v3"),
-    pytest.param(segments.carp(7, good=False), ETH, Reject.CARP_CHECKSUM, id="carp-checksum"),
+    pytest.param(bytes(set_checksum(advert(2), None)), ETH, DropReason.CHECKSUM, id="checksum-v2"),
+    pytest.param(bytes(set_checksum(advert(3), None)), ETH, DropReason.CHECKSUM, id="checksum-v3"),
+    pytest.param(segments.carp(7, good=False), ETH, DropReason.CARP_CHECKSUM, id="carp-checksum"),
     pytest.param(
-        segments.carp(7, "ipv6", good=False), ETH, Reject.CARP_CHECKSUM, id="carp-checksum-v6"
+        segments.carp(7, "ipv6", good=False), ETH, DropReason.CARP_CHECKSUM, id="carp-checksum-v6"
     ),
 ]
 
 
 @pytest.mark.parametrize(("frame", "linktype", "reason"), REJECTS)
-def test_reject(frame: bytes, linktype: int, reason: Reject) -> None:
+def test_reject(frame: bytes, linktype: int, reason: DropReason) -> None:
     assert decode(frame, 0.0, linktype, KEY) is reason
 
 
 def test_every_reject_reason_is_covered() -> None:
-    assert {p.values[2] for p in REJECTS} == set(Reject)
+    assert {p.values[2] for p in REJECTS} == set(DropReason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +491,7 @@ def test_non_first_fragment(proto: int) -> None:
     """A non-first fragment has no upper-layer header: it is a fragment whatever its protocol."""
     ip = IP(src=SRC4, dst=GROUP4, ttl=255, proto=proto, frag=3)
     frame = bytes(Ether(src=SRC_MAC, dst="01:00:5e:00:00:12") / ip / Raw(bytes(32)))
-    assert decode(frame, 0.0, ETH, KEY) is Reject.FRAGMENT
+    assert decode(frame, 0.0, ETH, KEY) is DropReason.FRAGMENT
 
 
 @pytest.mark.parametrize(
@@ -551,7 +568,7 @@ def test_memo_keys_do_not_collide_across_key_lengths() -> None:
         / Raw(b"\x12" + message(a))  # dst[3] + message: version 1
     )
     assert isinstance(decode(bytes(a), 0.0, ETH, b"AB"), Advert)
-    assert decode(frame_b, 0.0, ETH, b"A") is Reject.VERSION
+    assert decode(frame_b, 0.0, ETH, b"A") is DropReason.VERSION
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,7 +624,7 @@ def test_no_fingerprint_without_pass(pkt: Packet) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Robustness: any input gives an Advert or a Reject, never an exception
+# Robustness: any input gives an Advert or a DropReason, never an exception
 
 REAL_ADVERTS = [
     p.frame
@@ -617,9 +634,9 @@ REAL_ADVERTS = [
 ]
 
 
-def assert_sane(result: Advert | Reject) -> None:
-    if isinstance(result, Reject):
-        assert result in Reject
+def assert_sane(result: Advert | DropReason) -> None:
+    if isinstance(result, DropReason):
+        assert result in DropReason
         return
     assert isinstance(result, Advert)
     assert result.ttl == 255 or not ipaddress.ip_address(result.dst).is_multicast
@@ -681,7 +698,7 @@ def test_carp_on_a_vlan_carries_the_vlan() -> None:
 
 
 def test_carp_vhid_zero_is_rejected() -> None:
-    assert decode(segments.carp(0), 0.0, ETH, KEY) is Reject.VRID
+    assert decode(segments.carp(0), 0.0, ETH, KEY) is DropReason.VRID
 
 
 def test_vrrpv2_with_seven_addresses_stays_vrrp() -> None:
@@ -697,9 +714,9 @@ def test_carp_header_inside_a_longer_message_is_not_carp() -> None:
     """A CARP-looking header with bytes after it is neither CARP nor a valid VRRPv2 message."""
     body = segments.carp_message(7) + bytes(4)
     frame = bytes(replace_message(advert(2), body))
-    assert decode(frame, 0.0, ETH, KEY) is Reject.LENGTH
+    assert decode(frame, 0.0, ETH, KEY) is DropReason.LENGTH
 
 
 def test_carp_with_ttl_below_255_is_rejected() -> None:
     frame = bytes(replace_message(advert(2, ttl=64), segments.carp_message(7)))
-    assert decode(frame, 0.0, ETH, KEY) is Reject.TTL
+    assert decode(frame, 0.0, ETH, KEY) is DropReason.TTL

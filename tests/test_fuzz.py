@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ka_exporter.decode import Advert, Reject, decode
+from ka_exporter.decode import Advert, DropReason, decode
 from tests.frames import DATA, KEY, capture, patch, valid_checksums
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ class Layout:
         dst = self.frame[self.ip + (16 if self.family == "ipv4" else 24)]
         return dst >> 4 == 0xE if self.family == "ipv4" else dst == 0xFF
 
-    def decode(self, frame: bytes) -> Advert | Reject:
+    def decode(self, frame: bytes) -> Advert | DropReason:
         return decode(frame, 0.0, key=KEY)
 
     def checksums(self, frame: bytes) -> list[str]:
@@ -118,7 +118,7 @@ def test_bounded_atheris_run(tmp_path: Path) -> None:
     assert int(re.search(r"^coverage: (\d+) edges", out, re.M).group(1)) > 0  # type: ignore[union-attr]
     results = dict(re.findall(r"^  (\w+): (\d+)$", out, re.M))
     assert sum(map(int, results.values())) == 20000
-    assert set(results) <= {"advert", *Reject}
+    assert set(results) <= {"advert", *DropReason}
     assert int(results["advert"]) > 0
     assert len(results) >= 6, results  # the seeds reach well past the first checks
     assert not crashes.exists()
@@ -158,7 +158,7 @@ def test_a_crash_is_saved_and_fails_the_run(tmp_path: Path) -> None:
 def test_ttl_below_255(x: Layout, ttl: int) -> None:
     result = x.decode(patch(x.frame, x.ttl_at, bytes([ttl])))
     if x.multicast:
-        assert result is Reject.TTL
+        assert result is DropReason.TTL
     else:  # keepalived's unicast_ttl: not checked
         assert isinstance(result, Advert)
         assert result.ttl == ttl
@@ -171,13 +171,13 @@ def test_version_and_type(x: Layout, version: int, vtype: int) -> None:
     frame = patch(x.frame, x.p, bytes([version << 4 | vtype]))
     result = x.decode(frame)
     if version not in (2, 3) or (version == 2 and x.family == "ipv6"):
-        assert result is Reject.VERSION
+        assert result is DropReason.VERSION
     elif vtype != 1:
-        assert result is Reject.TYPE
+        assert result is DropReason.TYPE
     elif frame[x.p] == original:
         assert isinstance(result, Advert)
     else:  # the other valid version: the sum changed, or the v2/v3 sizes no longer fit
-        assert result in (Reject.CHECKSUM, Reject.LENGTH, Reject.INTERVAL)
+        assert result in (DropReason.CHECKSUM, DropReason.LENGTH, DropReason.INTERVAL)
 
 
 @PROPERTY
@@ -188,7 +188,7 @@ def test_address_count_beyond_the_payload(x: Layout, extra: int) -> None:
     room = (x.end - x.p - x.size) // alen  # whole addresses that would still fit
     if extra <= room or count + extra > 255:
         return
-    assert x.decode(patch(x.frame, x.p + 3, bytes([count + extra]))) is Reject.LENGTH
+    assert x.decode(patch(x.frame, x.p + 3, bytes([count + extra]))) is DropReason.LENGTH
 
 
 @PROPERTY
@@ -202,7 +202,7 @@ def test_checksum_field(x: Layout, value: int) -> None:
         assert isinstance(result, Advert)
         assert result.checksum == variants[0]
     else:
-        assert result is Reject.CHECKSUM
+        assert result is DropReason.CHECKSUM
 
 
 @PROPERTY
@@ -213,8 +213,8 @@ def test_bit_flip_in_priority_or_addresses(x: Layout, data: st.DataObject) -> No
     frame = patch(x.frame, offset, bytes([x.frame[offset] ^ 1 << bit]))
     result = x.decode(frame)
     assert isinstance(result, Advert) == bool(x.checksums(frame))
-    if isinstance(result, Reject):
-        assert result is Reject.CHECKSUM
+    if isinstance(result, DropReason):
+        assert result is DropReason.CHECKSUM
 
 
 @PROPERTY
@@ -229,9 +229,9 @@ def test_ip_length_field(x: Layout, data: st.DataObject) -> None:
     result = x.decode(frame)
     end = x.ip + length + (0 if x.family == "ipv4" else 40)
     if end > len(frame):
-        assert result is Reject.TRUNCATED
+        assert result is DropReason.TRUNCATED
     elif end < x.p + x.size:
-        assert result is Reject.LENGTH
+        assert result is DropReason.LENGTH
     else:
         assert isinstance(result, Advert)
         assert result.trailer == end - x.p - x.size
@@ -242,7 +242,7 @@ def test_ip_length_field(x: Layout, data: st.DataObject) -> None:
 def test_truncation_and_extension(x: Layout, data: st.DataObject) -> None:
     """Cut anywhere before the IP payload's end: truncated. Bytes after it: the same advert."""
     cut = data.draw(st.integers(0, x.end - 1))
-    assert x.decode(x.frame[:cut]) is Reject.TRUNCATED
+    assert x.decode(x.frame[:cut]) is DropReason.TRUNCATED
     tail = data.draw(st.binary(min_size=1, max_size=64))
     assert x.decode(x.frame[: x.end] + tail) == x.decode(x.frame)
 
@@ -262,8 +262,8 @@ def test_vrid_and_interval_zero(x: Layout, vrid: int, interval: int) -> None:
         zero = interval == 0
     result = x.decode(frame)
     if vrid == 0:
-        assert result is Reject.VRID
+        assert result is DropReason.VRID
     elif zero:
-        assert result is Reject.INTERVAL
+        assert result is DropReason.INTERVAL
     else:
         assert isinstance(result, Advert) == bool(x.checksums(frame))
