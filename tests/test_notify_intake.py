@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -221,3 +222,37 @@ def test_a_malformed_damper_state_is_set_aside(tmp_path: Path) -> None:
     assert states(spool) == {"VI_1": "MASTER"}
     assert spool.get_value("damper.malformed") == '{"x": 1}'
     assert run(config, "INSTANCE", "VI_1", "FAULT", "100").stderr == ""  # reported once
+
+
+# --- wording ----------------------------------------------------------------------------------
+
+
+def test_errors_are_one_line_with_the_programs_prefix(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.toml")
+    for argv, prefix in (
+        (["--config", missing, "INSTANCE", "VI_1", "MASTER", "100"], "ka-notify: error: "),
+        (["queue", "--config", missing], "ka-notify queue: error: "),
+    ):
+        result = subprocess.run(
+            [*HOOK, *argv], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 2
+        (line,) = result.stderr.splitlines()
+        assert line == f"{prefix}{missing}: cannot read: No such file or directory"
+
+
+def test_a_port_in_use_is_named_not_numbered(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*HOOK, "daemon", "--config", str(write_config(tmp_path)),
+             "--web.listen-address", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line == f"ka-notify daemon: error: cannot listen on 127.0.0.1:{port}: " + (
+        "Address already in use"
+    )

@@ -28,6 +28,7 @@ from ka_exporter.notify.intake import (
     flush,
     ingest,
     keep,
+    kept,
     process_start,
     record,
 )
@@ -58,11 +59,16 @@ def config_flag(parser: Parser) -> None:
     )
 
 
-def load_config(parser: Parser, path: str, *, check_sinks: bool = False) -> Config:
+def load_config(
+    parser: Parser, path: str, *, check_sinks: bool = False, bare: bool = False
+) -> Config:
+    """The config, or exit 2 with each error on a line of its own: `PROG: error: FILE:LINE:
+    message`, or `bare` (check-config) without the prefix, as compilers print, for editors."""
     try:
         return load(path, check_sinks=check_sinks)
     except ConfigError as exc:
-        parser.exit(2, "".join(f"{line}\n" for line in exc.lines))
+        prefix = "" if bare else f"{parser.prog}: error: "
+        parser.exit(2, "".join(f"{prefix}{line}\n" for line in exc.lines))
 
 
 def try_drain_lock(state_dir: Path) -> TextIO | None:
@@ -152,8 +158,13 @@ def hook_main(argv: Sequence[str]) -> int:
             note = keepalived.parse_argv(args.args)
     except keepalived.ParseError as exc:
         parser.error(str(exc))
-    config = load_config(parser, args.config)
     _hook_logging()
+    try:
+        config = load(args.config)
+    except ConfigError as exc:  # keepalived would hide it: syslog too
+        for line in exc.lines:
+            log.error("%s", line)
+        return 2
     try:
         spool = Spool.open(config.state_dir, lock_wait=HOOK_LOCK_WAIT)
         try:
@@ -219,9 +230,10 @@ def spawn_drainer(config: Config) -> None:
 def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
     """Delivers under the drain lock until nothing is due soon; one drainer (or daemon) at once.
 
-    After letting go of the lock it looks once more: a hook that enqueued while we held it
-    found the lock taken and left its rows to us. A flap digest still to come (at most one
-    damping window away) is waited for, so a quiet instance's digest is not left behind.
+    After letting go of the lock it looks once more: a hook that enqueued (or kept its event)
+    while we held it found the lock taken and left its rows to us. A flap digest still to come
+    (at most one damping window away) is waited for, so a quiet instance's digest is not left
+    behind.
     """
     import asyncio  # noqa: PLC0415  (the hook path avoids asyncio and the sinks)
 
@@ -231,6 +243,7 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
     spool = Spool.open(config.state_dir)
     while (lock := try_drain_lock(config.state_dir)) is not None:
         with lock:  # closing it lets go
+            seen = set(kept(config))
             try:
                 ingest(spool, config)
             except SpoolError as exc:
@@ -240,6 +253,8 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
             digests, digest_due = flush(spool, config, time.time(), Source.NOTIFY)
         soon = time.time() + linger
         if digests or any((due := spool.next_due(s)) is not None and due <= soon for s in sinks):
+            continue
+        if set(kept(config)) - seen:  # a hook kept its event while we held the lock
             continue
         if digest_due is None:
             return 0
@@ -254,7 +269,7 @@ def check_config_main(argv: Sequence[str]) -> int:
     parser = Parser(prog=f"{PROG} check-config", description="Check a configuration file.")
     parser.add_argument("file")
     args = parser.parse_args(argv)
-    config = load_config(parser, args.file, check_sinks=True)
+    config = load_config(parser, args.file, check_sinks=True, bare=True)
     names = ", ".join(s.name for s in config.sinks) or "none"
     print(
         f"{args.file}: ok: cluster {config.cluster}, {len(config.sinks)} sinks ({names}), "

@@ -219,13 +219,16 @@ def _write_durably(path: Path, body: bytes) -> None:
         os.close(fd)
 
 
+def kept(config: Config) -> list[Path]:
+    """The events kept in incoming directories, oldest first."""
+    dirs = [d for d in incoming_dirs(config) if d.is_dir()]
+    return sorted((p for d in dirs for p in d.glob("*.json")), key=lambda p: p.name)
+
+
 def ingest(spool: Spool, config: Config) -> int:
     """Records the kept events, oldest first, and removes their files; returns how many. A file
     that cannot be read is reported once and set aside (renamed *.bad)."""
-    paths = sorted(
-        (p for d in incoming_dirs(config) if d.is_dir() for p in d.glob("*.json")),
-        key=lambda p: p.name,
-    )
+    paths = kept(config)
     for path in paths:
         try:
             raw = json.loads(path.read_bytes())
