@@ -160,11 +160,14 @@ INHIBITIONS = [
         [("VRRPDuplicateVIP", {"instance": "a:9743", "family": "ipv4", "vrid": "53"})],
     ),
     (
-        ("VRRPSplitBrain", {"instance": "mon:9743", "vlan": "100", "family": "ipv4", "vrid": "55"}),
+        ("VRRPSplitBrain", {"instance": "mon:9743", "vlan": "100", "family": "ipv4",
+                            "vrid": "55"}),
         [("VRRPClusterSplitBrain", {"vlan": "100", "family": "ipv4", "vrid": "55"}),
-         ("VRRPDuplicateVIP", {"instance": "a:9743", "vlan": "100", "family": "ipv4", "vrid": "55"})],
+         ("VRRPDuplicateVIP", {"instance": "a:9743", "vlan": "100", "family": "ipv4",
+                               "vrid": "55"})],
         [("VRRPClusterSplitBrain", {"vlan": "200", "family": "ipv4", "vrid": "55"}),
-         ("VRRPDuplicateVIP", {"instance": "a:9743", "vlan": "300", "family": "ipv4", "vrid": "55"})],
+         ("VRRPDuplicateVIP", {"instance": "a:9743", "vlan": "300", "family": "ipv4",
+                               "vrid": "55"})],
     ),
     (
         ("VRRPCarpCollision", {"instance": "mon:9743", "interface": "eth0", "vlan": "100",
