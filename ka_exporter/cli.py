@@ -1,4 +1,4 @@
-"""Command line: flags in the Prometheus exporter style, each also read from the environment.
+"""Command line of `ka-exporter` and `ka-exporter analyze`: flags to settings, nothing more.
 
 Every mistake a person can make here ends in one line on stderr and exit status 2.
 """
@@ -13,9 +13,9 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from ka_exporter import analyze, capture, daemon, pcap, version, web, webconfig
+from ka_exporter.flags import Parser, dest
 from ka_exporter.model import ModelConfig
 from ka_exporter.notify import config as notify_config
 from ka_exporter.notify.peers import metrics_url
@@ -24,51 +24,8 @@ PROG = "ka-exporter"
 ENV_PREFIX = "KA_EXPORTER_"
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, and defaults may come from the environment."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-    def flag(self, name: str, **kwargs: object) -> None:
-        """Adds `--name`; its default comes from KA_EXPORTER_NAME (dots and dashes as _).
-
-        A repeatable flag takes a comma-separated list from the environment.
-        """
-        env = ENV_PREFIX + name.upper().replace(".", "_").replace("-", "_")
-        repeated = kwargs.get("action") == "append"
-        if env in os.environ:
-            raw = os.environ[env]
-            convert = kwargs.get("type", str)
-            choices = kwargs.get("choices")
-            assert callable(convert)
-            try:
-                values = [convert(v) for v in raw.split(",")] if repeated else [convert(raw)]
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                self.error(f"{env}={raw!r}: {exc}")
-            if isinstance(choices, tuple) and any(v not in choices for v in values):
-                self.error(f"{env}={raw!r}: choose from {', '.join(map(str, choices))}")
-            kwargs["default"] = values if repeated else values[0]
-        elif repeated:
-            kwargs["default"] = []
-        help_text = f"{kwargs.pop('help', '')} [env {env}]"
-        if repeated:  # flags on the command line replace the environment's list, not extend it
-            kwargs["action"] = _Replace
-        self.add_argument(f"--{name}", help=help_text, **kwargs)  # type: ignore[arg-type]
-
-
-class _Replace(argparse.Action):
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: object,
-        option_string: str | None = None,
-    ) -> None:
-        current = getattr(namespace, self.dest)
-        fresh = getattr(namespace, f"_{self.dest}_fresh", False)
-        setattr(namespace, self.dest, [*current, values] if fresh else [values])
-        setattr(namespace, f"_{self.dest}_fresh", True)
+def make_parser(prog: str, description: str) -> Parser:
+    return Parser(prog=prog, description=description, env_prefix=ENV_PREFIX)
 
 
 def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -117,9 +74,7 @@ def add_model_flags(parser: Parser) -> None:
 
 
 def model_config(parser: Parser, args: argparse.Namespace) -> ModelConfig:
-    values = {
-        name: getattr(args, flag.replace("-", "_")) for flag, (name, _, _) in MODEL_FLAGS.items()
-    }
+    values = {name: getattr(args, dest(flag)) for flag, (name, _, _) in MODEL_FLAGS.items()}
     try:
         return ModelConfig(**values)
     except ValueError as exc:
@@ -127,9 +82,8 @@ def model_config(parser: Parser, args: argparse.Namespace) -> ModelConfig:
 
 
 def analyze_main(argv: Sequence[str]) -> int:
-    parser = Parser(
-        prog=f"{PROG} analyze",
-        description="Replay a pcap/pcapng capture through the exporter's decoder and model.",
+    parser = make_parser(
+        f"{PROG} analyze", "Replay a pcap/pcapng capture through the exporter's decoder and model."
     )
     parser.add_argument("file", help="capture file (tcpdump, tshark, -i any)")
     parser.flag("format", choices=("table", "json"), default="table", help="output format")
@@ -193,9 +147,9 @@ def peer_url(text: str) -> str:
 
 
 def exporter_main(argv: Sequence[str]) -> int:
-    parser = Parser(
-        prog=PROG,
-        description="Watch VRRP (keepalived) on the wire and serve Prometheus metrics. "
+    parser = make_parser(
+        PROG,
+        "Watch VRRP (keepalived) on the wire and serve Prometheus metrics. "
         "Subcommand: `ka-exporter analyze FILE` replays a capture.",
     )
     version.add_flag(parser)
@@ -217,12 +171,18 @@ def exporter_main(argv: Sequence[str]) -> int:
         help="TLS and basic auth from this exporter-toolkit web config file (re-read on change)",
     )
     parser.flag(
+        "capture.interface",
         "interface",
         action="append",
         help="capture only interfaces matching this glob (repeatable; NETNS/NAME for "
         "another namespace); default: every interface but loopback",
     )
-    parser.flag("netns", action="append", help="also watch this network namespace (repeatable)")
+    parser.flag(
+        "capture.netns",
+        "netns",
+        action="append",
+        help="also watch this network namespace (repeatable)",
+    )
     parser.flag(
         "log.level",
         choices=("debug", "info", "warning", "error"),
@@ -241,6 +201,7 @@ def exporter_main(argv: Sequence[str]) -> int:
         "other source is alerted as an unknown router",
     )
     parser.flag(
+        "cluster.peer",
         "peer",
         action="append",
         type=peer_url,
@@ -256,32 +217,30 @@ def exporter_main(argv: Sequence[str]) -> int:
     add_model_flags(parser)
     args = parser.parse_args(argv)
     notify = None
-    if getattr(args, "notify.config") is not None:
+    if args.notify_config is not None:
         try:
-            notify = notify_config.load(getattr(args, "notify.config"), check_sinks=True)
+            notify = notify_config.load(args.notify_config, check_sinks=True)
         except notify_config.ConfigError as exc:
             parser.exit(2, "".join(f"{PROG}: error: {line}\n" for line in exc.lines))
     logging.basicConfig(
-        level=getattr(args, "log.level").upper(),
-        format="%(asctime)s level=%(levelname)s %(message)s",
+        level=args.log_level.upper(), format="%(asctime)s level=%(levelname)s %(message)s"
     )
     settings = daemon.Settings(
-        listen=getattr(args, "web.listen_address"),
-        telemetry_path=getattr(args, "web.telemetry_path"),
-        web_config=getattr(args, "web.config.file"),
-        interfaces=tuple(args.interface),
-        netns=tuple(args.netns),
+        listen=args.web_listen_address,
+        telemetry_path=args.web_telemetry_path,
+        web_config=args.web_config_file,
+        interfaces=tuple(args.capture_interface),
+        netns=tuple(args.capture_netns),
         model=model_config(parser, args),
         notify=notify,
-        expected_peers=tuple(getattr(args, "vrrp.expected_peer")),
-        peers=tuple(args.peer),
-        ring_size=getattr(args, "capture.ring_size"),
+        expected_peers=tuple(args.vrrp_expected_peer),
+        peers=tuple(args.cluster_peer),
+        ring_size=args.capture_ring_size,
     )
     try:
-        asyncio.run(daemon.run(settings))
+        return asyncio.run(daemon.run(settings))
     except daemon.StartupError as exc:
         parser.exit(2, f"{PROG}: error: {exc}\n")
-    return 0
 
 
 COMMANDS = {"analyze": analyze_main}

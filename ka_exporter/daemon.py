@@ -10,7 +10,6 @@ import asyncio
 import fnmatch
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -35,9 +34,10 @@ from ka_exporter.notify.config import Config as NotifyConfig
 from ka_exporter.notify.exporter import Alerting
 from ka_exporter.notify.peers import PeerState, PeerWatch, local_claims
 from ka_exporter.notify.spool import SpoolError
+from ka_exporter.runtime import Runtime
 from ka_exporter.webconfig import Live, WebConfig
 
-log = logging.getLogger("ka_exporter")
+log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1  # how late a timed event (silence, lost master, split-brain) may be noticed
 GLOB_CHARS = frozenset("*?[")
@@ -93,9 +93,8 @@ class Daemon:
             ExporterCollector(self.model, self.capture, self.local, self.model_time)
         )
         self.registry.register(ProcessCollector(registry=None))
-        self.stopping = asyncio.Event()
+        self.runtime = Runtime(log)
         self.started = False
-        self._tasks: list[asyncio.Task[None]] = []
         self._runner: AppRunner | None = None
         self.alerting: Alerting | None = None
         notify_peers = settings.notify.expected_peers if settings.notify else frozenset()
@@ -182,26 +181,21 @@ class Daemon:
             privilege.drop_with_pool(loop, pool, privilege.needed(bool(self.settings.netns)))
         except privilege.PrivilegeDropError as exc:
             raise StartupError(f"cannot drop capabilities: {exc}") from None
-        self._tasks = [asyncio.create_task(w.run()) for w in self.watchers.values()]
-        self._tasks.append(asyncio.create_task(self._tick()))
+        spawn = self.runtime.spawn
+        for watcher in self.watchers.values():
+            spawn(watcher.run(), f"netlink watch of {watcher.netns or 'this host'}")
+        spawn(self._tick(), "the model's tick")
         if self.alerting is not None:
-            self._tasks.append(asyncio.create_task(self.alerting.run()))
+            spawn(self.alerting.run(), "alert delivery")
         if self.peers is not None:
-            self._tasks.append(asyncio.create_task(self.peers.run()))
-        # Not loop.add_signal_handler: its wakeup fd is inherited by the children pyroute2 forks
-        # to open sockets in other namespaces, and their SIGTERM would stop us.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.stopping.set))
+            spawn(self.peers.run(), "the peer watch")
+        self.runtime.handle_signals()
         self.started = True
         taps = ", ".join(sorted(_where(s) for s in self.capture.taps)) or "no interface yet"
         log.info("listening on %s:%d, capturing on %s", host or "*", port, taps)
 
     async def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runtime.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self.capture.close_all()
@@ -285,12 +279,14 @@ def _where(segment: Segment) -> str:
     return f"{segment.netns}/{segment.interface}" if segment.netns else segment.interface
 
 
-async def run(settings: Settings) -> None:
-    """Runs until SIGTERM/SIGINT; raises StartupError if it cannot start."""
+async def run(settings: Settings) -> int:
+    """Runs until SIGTERM/SIGINT (exit status 0) or a background task fails (1); raises
+    StartupError if it cannot start."""
     daemon = Daemon(settings)
     try:
         await daemon.start()
-        await daemon.stopping.wait()
+        status = await daemon.runtime.wait()
         log.info("stopping")
+        return status
     finally:
         await daemon.stop()

@@ -22,7 +22,7 @@ from ka_exporter.notify.spool import Spool, SpoolError
 from ka_exporter.notify.worker import Worker
 from ka_exporter.ownership import ownership
 
-log = logging.getLogger("ka_exporter")
+log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 5.0  # how soon we take over delivery when the daemon stops
 
 

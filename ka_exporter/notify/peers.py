@@ -22,7 +22,7 @@ from ka_exporter.model import VridView
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 from ka_exporter.ownership import ownership
 
-log = logging.getLogger("ka_exporter")
+log = logging.getLogger(__name__)
 
 Claim = tuple[str, str, int]  # (family, vlan or "", vrid)
 
