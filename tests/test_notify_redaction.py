@@ -3,10 +3,10 @@
 A real HTTP receiver answers every request with an error page that repeats it: request line,
 headers and body, HTML-escaped, and the path once more URL-encoded, after enough text that the
 reason's 200-character excerpt ends in the middle of the credential. The Slack sink (its URL
-token in the path), a webhook with a bearer token and a token in its URL, and an Alertmanager
-sink with Basic credentials deliver to it from the config, through the worker, into a real
-spool file. Then every output is searched for every form of every secret: as is, URL-encoded,
-base64 (Basic's user:pass too), and any 8 characters of one.
+token in the path), a webhook with a bearer token and tokens in its URL and headers, and an
+Alertmanager sink with Basic credentials deliver to it from the config, through the worker,
+into a real spool file. Then every output is searched for every form of every secret: as is,
+URL-encoded, base64 (Basic's user:pass too), and any 8 characters of one.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def test_echoed_secrets_are_redacted_everywhere(
     slack_ids = [f"T{secrets.randbelow(10**9):09d}", f"B{secrets.randbelow(10**9):09d}"]
     slack_token, bearer = secrets.token_hex(12), secrets.token_urlsafe(24)
     hook_token, query_token = secrets.token_hex(16), secrets.token_urlsafe(16)
+    api_key = secrets.token_hex(12)
     password = secrets.token_urlsafe(18)
     monkeypatch.setenv("KA_TEST_BEARER", f"Bearer {bearer}")
     (tmp_path / "password").write_text(password)
@@ -91,6 +92,7 @@ def test_echoed_secrets_are_redacted_everywhere(
                 f'[[sink]]\nname = "hook"\ntype = "webhook"\n'
                 f'url = "{base}/hook/{hook_token}?key={query_token}"\n'
                 'authorization_env = "KA_TEST_BEARER"\n'
+                f'headers = {{ X-Api-Key = "{api_key}", X-Team = "net" }}\n'
                 f'[[sink]]\nname = "am"\ntype = "alertmanager"\nurls = ["{base}"]\n'
                 f'username = "{USER}"\npassword_file = "{tmp_path / "password"}"\n'
             )
@@ -111,7 +113,7 @@ def test_echoed_secrets_are_redacted_everywhere(
     assert "pending" in queue and "dead letters 2" in queue
     assert queue.count("HTTP 500: ") == 1 and queue.count("HTTP 400: ") == 2
     assert "POST /services/<redacted>" in queue and "Authorization: <redacted>" in queue
-    all_secrets = [*slack_ids, slack_token, bearer, hook_token, query_token, password]
+    all_secrets = [*slack_ids, slack_token, bearer, hook_token, query_token, api_key, password]
     all_secrets.append(f"{USER}:{password}")
     found = [
         f"{form!r} of secret {n} in {where}"

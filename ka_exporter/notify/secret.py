@@ -56,9 +56,9 @@ def _encodings(value: str) -> set[str]:
     }
 
 
-def _token(segment: str) -> bool:
-    """A path segment that is a credential (Slack's T.../B.../token, Mattermost's hook id),
-    not a word of the API's own (`services`, `hooks`)."""
+def token_like(segment: str) -> bool:
+    """A credential (Slack's T.../B.../token, Mattermost's hook id, an API key), not a word of
+    the API's own (`services`, `hooks`, `net`)."""
     return len(segment) >= 8 and (len(segment) >= 16 or any(c.isdigit() for c in segment))
 
 
@@ -66,8 +66,8 @@ def url_parts(url: URL) -> list[str]:
     """What of a URL is secret-shaped on its own, should it carry a credential: the token-like
     segments of its path (and the path from the first of them on), its query values."""
     segments = url.path.split("/")
-    first = next((i for i, s in enumerate(segments) if _token(s)), None)
-    parts = [*(s for s in segments if _token(s)), *(v for v in url.query.values() if v)]
+    first = next((i for i, s in enumerate(segments) if token_like(s)), None)
+    parts = [*(s for s in segments if token_like(s)), *(v for v in url.query.values() if v)]
     if first is not None:
         parts.append("/".join(segments[first:]))
     return parts

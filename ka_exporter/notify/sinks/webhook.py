@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from yarl import URL
 
 from ka_exporter.notify.alert import Alert, Status
-from ka_exporter.notify.secret import Redactor, Secret, authorization_parts, url_parts
+from ka_exporter.notify.secret import (
+    Redactor,
+    Secret,
+    authorization_parts,
+    token_like,
+    url_parts,
+)
 from ka_exporter.notify.sinks import http
 from ka_exporter.notify.sinks.options import Options, known_keys
 from ka_exporter.notify.sinks.payload import ZERO_TIME, am_alert, resolved_at, rfc3339
@@ -109,8 +115,8 @@ def build(name: str, options: Mapping[str, object]) -> WebhookSink:
         if header.lower() in _RESERVED:
             raise ValueError(f"headers: {header} is set by the sink")
     authorization = opts.optional_secret("authorization")
-    # the URL is no secret, but a token in its path or query is, should a receiver echo it
-    secrets = url_parts(url)
+    # the URL and the headers are no secret, but a token in them is, should a receiver echo it
+    secrets = [*url_parts(url), *(v for v in headers.values() if token_like(v))]
     if authorization is not None:
         secrets += authorization_parts(authorization.reveal())
     if secret is not None:
