@@ -30,6 +30,7 @@ from tests.frames import advert, set_checksum
 from tests.lab_fixtures import MakeLab
 from tests.notify_servers import alertmanager, free_port
 from tests.running import process, ready
+from tests.segments import carp
 
 ROOT = Path(__file__).parents[1]
 GRAFANA = ROOT / "grafana"
@@ -270,6 +271,31 @@ def corrupt_advert(lab: Lab) -> None:
     lab.run_in("mon", [sys.executable, "-c", SEND, bytes(frame).hex()])
 
 
+REPEAT = (
+    "import socket, sys, time\n"
+    "frames = [bytes.fromhex(h) for h in sys.argv[1:]]\n"
+    "with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:\n"
+    "    s.bind(('eth0', 0))\n"
+    "    while True:\n"
+    "        for frame in frames:\n"
+    "            s.send(frame)\n"
+    "        time.sleep(0.5)\n"
+)
+CARP_VHID, COLLIDING = 13, 63  # no VRRP VRID 13 in the lab; VRRP and CARP both on 63
+
+
+def carp_neighbours(lab: Lab) -> None:
+    """CARP beside the lab's keepalived, from the monitor namespace until the lab stops: a group
+    whose vhid is no VRID, and a VRRP router and a CARP group sharing number 63 (a collision).
+    Neither number is one of keepalived's VRIDs, which keeps its elections out of it."""
+    frames = [
+        carp(CARP_VHID, src="192.0.2.91", mac="00:00:5e:00:01:0d"),
+        carp(COLLIDING, src="192.0.2.92", mac="00:00:5e:00:01:3f"),
+        bytes(advert(vrid=COLLIDING, priority=100, src="192.0.2.90", addrlist=["192.0.2.163"])),
+    ]
+    lab.exec_in("mon", [sys.executable, "-c", REPEAT, *(frame.hex() for frame in frames)])
+
+
 @pytest.mark.lab
 def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path: Path) -> None:
     absent = [t for t in ("prometheus", "prometheus-alertmanager") if not shutil.which(t)]
@@ -320,6 +346,7 @@ def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path
         lab.kill(1)
         wait_for(lambda: lab.master_of(10) == 2 and lab.master_of(12) == 2, 15, what="failover")
         corrupt_advert(lab)
+        carp_neighbours(lab)
 
         # until every target is scraped and every query has data, with every option of the
         # variables and with the first one (one cluster, one exporter, the lowest VRID) alone;
@@ -339,3 +366,19 @@ def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path
         assert {r["metric"]["address"] for r in masters} == {"192.0.2.12"}
         states = prometheus.query(f'keepalived_vrrp_state{{cluster="{CLUSTER}"}} == 2')
         assert states, "keepalived's MASTER reports did not reach ka-notify"
+        # every exporter hears the CARP master of vhid 13 and the collision on 63, links are up
+        carp_masters = prometheus.query(f'carp_masters{{cluster="{CLUSTER}", vhid="{CARP_VHID}"}}')
+        assert [r["value"][1] for r in carp_masters] == ["1"] * len(ports), carp_masters
+        collisions = prometheus.query(f'vrrp_carp_collision{{cluster="{CLUSTER}"}} == 1')
+        assert {r["metric"]["vrid"] for r in collisions} == {str(COLLIDING)}
+        assert len(collisions) == len(ports), collisions
+        links = prometheus.query(f'ka_exporter_link_up{{cluster="{CLUSTER}"}} == 1')
+        assert len(links) == len(ports), links
+        # the CARP table's collision column joins the VRID's flag to the vhid of its number
+        (table,) = [p for p in panels(dashboard()) if p["title"] == "CARP groups"]
+        (column,) = [t for t in table["targets"] if "vrrp_carp_collision" in t["expr"]]
+        every = {"$" + v["name"]: v["allValue"] for v in variables(dashboard()) if "allValue" in v}
+        flags = prometheus.query(substitute(column["expr"], every))
+        assert sorted((r["metric"]["vhid"], r["value"][1]) for r in flags) == sorted(
+            [(str(CARP_VHID), "0"), (str(COLLIDING), "1")] * len(ports)
+        ), flags
