@@ -241,13 +241,16 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
 
     sinks = make_sinks(config)
     spool = Spool.open(config.state_dir)
-    while (lock := try_drain_lock(config.state_dir)) is not None:
+    while True:
+        # kept events first, lock or not: whoever holds it (the daemon, the exporter) delivers
+        seen = set(kept(config))
+        try:
+            ingest(spool, config)
+        except SpoolError as exc:
+            log.error("%s", exc)
+        if (lock := try_drain_lock(config.state_dir)) is None:
+            return 0
         with lock:  # closing it lets go
-            seen = set(kept(config))
-            try:
-                ingest(spool, config)
-            except SpoolError as exc:
-                log.error("%s", exc)
             spool.release_leases()
             asyncio.run(Worker(spool, sinks).drain(linger))
             digests, digest_due = flush(spool, config, time.time(), Source.NOTIFY)
@@ -259,7 +262,6 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
         if digest_due is None:
             return 0
         time.sleep(max(0.0, digest_due - time.time()))
-    return 0
 
 
 # --- the other commands ----------------------------------------------------------------------

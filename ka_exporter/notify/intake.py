@@ -227,7 +227,8 @@ def kept(config: Config) -> list[Path]:
 
 def ingest(spool: Spool, config: Config) -> int:
     """Records the kept events, oldest first, and removes their files; returns how many. A file
-    that cannot be read is reported once and set aside (renamed *.bad)."""
+    that cannot be read is reported once and set aside (renamed *.bad). Two processes may
+    ingest at once: an event recorded twice is stale the second time, and raises nothing."""
     paths = kept(config)
     for path in paths:
         try:
@@ -237,6 +238,8 @@ def ingest(spool: Spool, config: Config) -> int:
             )
             emitted = Emitted(float(raw["at"]), str(raw["boot"]), int(raw["order"]))
             source = Source(raw["source"])
+        except FileNotFoundError:
+            continue  # another process recorded it
         except OSError as exc:
             log.error("kept event %s cannot be read: %s", path, os_reason(exc))
             continue
@@ -245,5 +248,5 @@ def ingest(spool: Spool, config: Config) -> int:
             path.rename(path.with_suffix(".bad"))
             continue
         record(spool, config, note, source, emitted)  # a SpoolError leaves the file for later
-        path.unlink()
+        path.unlink(missing_ok=True)
     return len(paths)
