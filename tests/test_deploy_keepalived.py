@@ -24,8 +24,9 @@ from scapy.layers.vrrp import VRRPv3
 from scapy.utils import rdpcap
 
 from lab import Lab, double_master, wait_for
+from lab.running import free_port
 from tests.lab_fixtures import MakeLab
-from tests.notify_servers import Receiver, free_port
+from tests.notify_servers import Receiver
 from tests.running import process, ready
 
 ROOT = Path(__file__).resolve().parent.parent

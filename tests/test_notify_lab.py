@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from lab import Flavour, Instance, wait_for
+from lab.running import free_port
 from tests.lab_fixtures import MakeLab
-from tests.notify_servers import Receiver, alertmanager, free_port, make_pki, smtp_server
+from tests.notify_servers import Receiver, alertmanager, make_pki, smtp_server
 from tests.running import process, scrape
 
 BIN = Path(sys.executable).parent

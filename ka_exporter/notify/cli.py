@@ -147,6 +147,7 @@ def hook_main(argv: Sequence[str]) -> int:
     parser.add_argument("--priority", type=int, help="the priority (with --state), if known")
     parser.add_argument("args", nargs="*", help="what keepalived passes: ... TYPE NAME STATE PRIO")
     args = parser.parse_args(options)
+    _hook_logging()  # from here on, keepalived would hide what the hook says: syslog too
     try:
         if data:
             note = keepalived.parse_argv(data)
@@ -157,11 +158,11 @@ def hook_main(argv: Sequence[str]) -> int:
         else:
             note = keepalived.parse_argv(args.args)
     except keepalived.ParseError as exc:
-        parser.error(str(exc))
-    _hook_logging()
+        log.error("%s", exc)
+        return 2
     try:
         config = load(args.config)
-    except ConfigError as exc:  # keepalived would hide it: syslog too
+    except ConfigError as exc:
         for line in exc.lines:
             log.error("%s", line)
         return 2
