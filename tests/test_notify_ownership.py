@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,10 +62,10 @@ def layout() -> Iterator[Path]:
 
 
 def files(directory: Path) -> dict[str, tuple[int, int, int]]:
+    """Owner, group and mode of everything under `directory`."""
     return {
         str(p.relative_to(directory)): (p.stat().st_uid, p.stat().st_gid, p.stat().st_mode & 0o777)
         for p in directory.rglob("*")
-        if not p.is_dir()
     }
 
 
@@ -92,6 +93,22 @@ def as_the_daemon(argv: list[str]) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh", *argv]
 
 
+@contextmanager
+def busy(db: Path) -> Iterator[None]:
+    """Another writer holds the spool (as root) while the block runs."""
+    script = (
+        "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('BEGIN IMMEDIATE'); print(flush=True); time.sleep(60)"
+    )
+    locker = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE)
+    try:
+        assert locker.stdout is not None and locker.stdout.readline() == b"\n"
+        yield
+    finally:
+        locker.kill()
+        locker.wait()
+
+
 def scrape(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
@@ -115,9 +132,9 @@ def test_root_hook_and_dynamic_user_daemon_share_the_spool(
     config.chmod(0o644)
     env = {**os.environ, "KA_NOTIFY_RUNTIME_DIR": str(fifo.parent)}
 
-    def hook(state_name: str) -> None:
+    def hook(state_name: str, name: str = "VI_1") -> None:
         result = subprocess.run(
-            [*CLI, "--config", str(config), "INSTANCE", "VI_1", state_name, "100"],
+            [*CLI, "--config", str(config), "INSTANCE", name, state_name, "100"],
             capture_output=True, text=True, timeout=30, check=False, env=env,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
@@ -145,12 +162,16 @@ def test_root_hook_and_dynamic_user_daemon_share_the_spool(
             writer.write('INSTANCE "VI_2" MASTER 100\n')
         receiver.wait_for(3, 30)
         assert len(receiver.unique()) == 3, log.read_text()
+        with busy(state / "spool.db"):  # the root hook keeps its event in incoming/
+            hook("FAULT", "VI_3")
+        receiver.wait_for(4, 30)  # the daemon, as its own user, records and delivers it
+        assert len(receiver.unique()) == 4, log.read_text()
         assert 'keepalived_vrrp_state{iname="VI_1"} 2.0' in scrape(port)
     finally:
         daemon.terminate()
         daemon.wait(10)
     owned = files(state)
-    assert {"spool.db", "drain.lock"} <= set(owned), owned
+    assert {"spool.db", "drain.lock", "incoming"} <= set(owned), owned
     for name, (uid, gid, mode) in owned.items():
         assert (uid, gid) == (DYNAMIC_UID, DYNAMIC_UID), (name, uid, gid)
         assert mode & 0o077 == 0, (name, oct(mode))  # even in the unit's 0755 StateDirectory

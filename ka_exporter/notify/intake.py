@@ -63,7 +63,10 @@ def process_start() -> Emitted:
     """The hook's event: when keepalived forked it, read from /proc, so Python's start-up and
     the scheduler cannot reorder a burst. Forks within one clock tick rank by pid, which the
     kernel hands out in increasing order."""
-    ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+    except OSError:  # no /proc: the order the hook runs in is the best there is
+        return arrival()
     hz = os.sysconf("SC_CLK_TCK")
     tick_ns = 1_000_000_000 // hz
     age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / hz
