@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import enum
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -60,6 +61,36 @@ class EventType(enum.StrEnum):
     CONFIG_MISMATCH_END = "config_mismatch_end"
     COLLISION_START = "collision_start"  # a CARP vhid equals the VRID on the segment
     COLLISION_END = "collision_end"
+
+
+class Reason(enum.StrEnum):
+    """Why the master changed, as the wire shows it: the `reason` of master_* events."""
+
+    FIRST = "first"  # the VRID's first master heard
+    RECOVERED = "recovered"  # a master again after none (master_lost)
+    PREEMPTED = "preempted"  # a higher priority took over while the old master advertised
+    PRIORITY_DROPPED = "priority_dropped"  # preempted after the old master's priority fell
+    RESIGNED = "resigned"  # the old master sent priority 0: keepalived stopping or in FAULT
+    SILENT = "silent"  # the old master stopped advertising: crash, link, partition
+    SPLIT_BRAIN_END = "split_brain_end"  # two masters, and the other one stayed
+
+
+GAPPED = frozenset((Reason.RESIGNED, Reason.SILENT, Reason.RECOVERED))  # the VIP unattended
+# Failover gap buckets, seconds: a preemption takes ~0, a resignation a skew time (~10 ms to
+# 1 s), a silent master its master-down interval (3-4 intervals: ~0.3 s to ~15 s).
+GAP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class Gaps:
+    """The failover gaps of a VRID, as a histogram: counts per GAP_BUCKETS bound (+Inf last)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(GAP_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, gap: float) -> None:
+        self.counts[next((i for i, b in enumerate(GAP_BUCKETS) if gap <= b), -1)] += 1
+        self.total += gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +169,7 @@ class Router:
     adverts: int = 0
     resignations: int = 0
     silent: bool = False
+    acting_since: float = INFINITY  # its first advert since it last became an acting master
     config: RouterConfig | None = None
     interval: float = 0.0  # seconds
     master_down_interval: float = 0.0  # with its own priority: when it counts as silent
@@ -161,14 +193,26 @@ class Router:
         self.backup_wait = master_down_interval(self.version, self.interval, 1)
 
 
+class Lost(NamedTuple):
+    """A master as it was when it was lost: its last advert, not whatever it sends later."""
+
+    address: str
+    last_seen: float
+    priority: int
+
+
 @dataclass(slots=True)
 class Vrid:
     key: VridKey
     routers: dict[str, Router] = field(default_factory=dict)
     acting: set[str] = field(default_factory=set)
     master: str | None = None  # last single master: transitions are changes of this
+    master_priority: int = 0  # the master's priority when it became master
+    lost: Lost | None = None  # the master lost, until the next one is elected
     had_master: bool = False
     transitions: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # master_* events by reason
+    gaps: Gaps = field(default_factory=Gaps)
     last_transition: float | None = None
     split_since: float | None = None
     split_deadline: float = INFINITY  # set when the overlap begins; only ever extended
@@ -195,6 +239,8 @@ class VridView:
     routers: tuple[Router, ...]
     link_down: bool = False  # held as it was when the interface went down
     carp_collision: bool = False
+    reasons: Mapping[str, int] = field(default_factory=dict)
+    gaps: Gaps = field(default_factory=Gaps)
 
 
 @dataclass(slots=True)
@@ -351,6 +397,8 @@ class Model:
                 tuple(v.routers.values() if shared else map(copy.copy, v.routers.values())),
                 bool(down) and v.key.segment.link in down,
                 v.key in collisions,
+                dict(v.reasons),
+                Gaps(list(v.gaps.counts), v.gaps.total),
             )
             for v in self.vrids.values()
         ]
@@ -474,6 +522,7 @@ class Model:
         if a.priority:
             if r.address not in vrid.acting:
                 vrid.acting.add(r.address)
+                r.acting_since = t
                 self._acting_changed(vrid, t)
         else:
             r.resignations += 1
@@ -493,6 +542,7 @@ class Model:
             )
             vrid.lost_at = INFINITY
             return
+        split_ended = vrid.split_brain
         if vrid.split_since is not None:
             if vrid.split_brain:
                 vrid.split_brain = False
@@ -502,20 +552,62 @@ class Model:
             (new,) = vrid.acting
             vrid.lost_at = INFINITY
             if new != vrid.master:
-                old = vrid.master
-                if old is None:
-                    self._emit(t, EventType.MASTER_ELECTED, vrid.key, (new,))
-                else:
-                    self._emit(t, EventType.MASTER_CHANGED, vrid.key, (new, old))
-                if vrid.had_master:
-                    vrid.transitions += 1
-                    vrid.last_transition = t
-                vrid.master, vrid.had_master = new, True
+                self._master_changed(vrid, vrid.routers[new], t, split_ended)
         elif vrid.master is not None and vrid.lost_at == INFINITY:
             # Every backup waits its own master-down interval before taking over; only after the
             # slowest possible one (priority 1) is nobody coming.
             last = max(vrid.resumed_at, *(r.last_seen for r in vrid.routers.values()))
             vrid.lost_at = last + vrid.routers[vrid.master].backup_wait
+
+    def _master_changed(self, vrid: Vrid, new: Router, t: float, split_ended: bool) -> None:
+        """Emits the change with the reason the wire gives and the failover gap: from the old
+        master's last advert to the new one's first (0 when they overlapped)."""
+        old = vrid.routers.get(vrid.master) if vrid.master is not None else None
+        if old is None:
+            before = vrid.lost
+            reason = Reason.FIRST if before is None else Reason.RECOVERED
+            detail: dict[str, str | float] = {"reason": reason.value}
+            if before is not None:
+                detail["gap_seconds"] = gap = round(
+                    max(0.0, new.acting_since - before.last_seen), 6
+                )
+                detail["old_priority"] = before.priority
+                vrid.gaps.observe(gap)
+            self._emit(t, EventType.MASTER_ELECTED, vrid.key, (new.address,), **detail)
+        else:
+            # Still in its rhythm when the new master began: it yielded (a keepalived master
+            # hearing a higher priority goes backup without another advert), nothing was left
+            # unattended. Out of it: it had gone quiet, and the gap is real.
+            quiet = new.acting_since - old.last_seen
+            rhythm = quiet < self.config.master_tolerance * old.interval
+            if split_ended:
+                reason = Reason.SPLIT_BRAIN_END
+            elif old.priority == 0:
+                reason = Reason.RESIGNED
+            elif not rhythm:
+                reason = Reason.SILENT
+            elif old.priority < vrid.master_priority:
+                reason = Reason.PRIORITY_DROPPED
+            else:
+                reason = Reason.PREEMPTED
+            gap = round(max(0.0, quiet), 6) if reason in GAPPED else 0.0
+            vrid.gaps.observe(gap)
+            self._emit(
+                t,
+                EventType.MASTER_CHANGED,
+                vrid.key,
+                (new.address, old.address),
+                reason=reason.value,
+                gap_seconds=gap,
+                old_priority=old.priority,
+                new_priority=new.priority,
+            )
+        vrid.reasons[reason] += 1
+        if vrid.had_master:
+            vrid.transitions += 1
+            vrid.last_transition = t
+        vrid.master, vrid.had_master, vrid.lost = new.address, True, None
+        vrid.master_priority = new.priority
 
     def _check_config(self, vrid: Vrid, t: float) -> None:
         configs = [r.config for r in vrid.routers.values()]
@@ -581,8 +673,12 @@ class Model:
             vrid.acting.difference_update(dropped)
             self._acting_changed(vrid, t)
         if vrid.lost_at <= t and vrid.master is not None:
-            self._emit(t, EventType.MASTER_LOST, vrid.key, (vrid.master,))
+            lost = vrid.routers[vrid.master]
+            reason = Reason.RESIGNED if lost.priority == 0 else Reason.SILENT
+            vrid.reasons[reason] += 1
+            self._emit(t, EventType.MASTER_LOST, vrid.key, (lost.address,), reason=reason.value)
             vrid.master, vrid.lost_at = None, INFINITY
+            vrid.lost = Lost(lost.address, lost.last_seen, lost.priority)
         expired = []
         for r in vrid.routers.values():
             mdi = r.master_down_interval
@@ -593,9 +689,10 @@ class Model:
             elif r.silent and seen + self.config.expire_after * mdi <= t:
                 expired.append(r.address)
         for address in expired:
-            del vrid.routers[address]
+            router = vrid.routers.pop(address)
             self.router_count -= 1
             if address == vrid.master:  # silent through a split among others: nothing to lose
                 vrid.master, vrid.lost_at = None, INFINITY
+                vrid.lost = Lost(address, router.last_seen, router.priority)
         if expired and vrid.routers:
             self._check_config(vrid, t)

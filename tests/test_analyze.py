@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.utils import rdpcap
 
 from ka_exporter.analyze import Analysis, replay, to_json, to_table, use_colour
 from ka_exporter.model import Event, EventType
 from tests import segments
-from tests.frames import advert, pcap_bytes
+from tests.frames import advert, pcap_bytes, scapy_fields
 from tests.pcapng import epb, idb, shb
 
 DATA = Path(__file__).parent / "data"
@@ -190,6 +194,9 @@ ROUTER_KEYS = {
 }
 EVENT_KEYS = {"time", "offset", "type", "interface", "family", "vrid", "addresses"}
 DETAIL_KEYS = {
+    "master_changed": {"reason", "gap_seconds", "old_priority", "new_priority"},
+    "master_elected": {"reason"},
+    "master_lost": {"reason"},
     "split_brain_start": {"since"},
     "priority_changed": {"old", "new"},
     "config_mismatch_start": {"field"},
@@ -212,7 +219,7 @@ def test_json_has_the_documented_keys(analyses: dict[str, Analysis], name: str) 
             assert r["version"] in (2, 3) and r["advert_interval_seconds"] > 0
             assert isinstance(r["vips"], list) and r["vips"]
     for e in doc["events"]:
-        optional = DETAIL_KEYS.get(e["type"], set()) | {"returning"}
+        optional = DETAIL_KEYS.get(e["type"], set()) | {"returning", "gap_seconds", "old_priority"}
         assert EVENT_KEYS <= set(e) <= EVENT_KEYS | optional
         assert DETAIL_KEYS.get(e["type"], set()) <= set(e)
         assert e["offset"] == pytest.approx(e["time"] - doc["start"], abs=1e-6)
@@ -369,3 +376,39 @@ def test_pcapng_interfaces_are_segments_named_or_numbered() -> None:
             (names[1] or "capture1", "192.0.2.12"),
         ]
         assert not any(v["split_brain"] for v in doc["vrids"])
+
+
+# --- reasons and failover gaps on real keepalived captures -------------------------------------
+
+REASONS = {
+    "vrrp-all": ["split_brain_end", "preempted", *["resigned"] * 5],  # partition, heal, stops
+    "vrrp-strict-vmac-fault": ["resigned", "preempted"],  # FAULT, then back from it
+    "lab-preempt": ["resigned", "preempted"],  # SIGTERM, restart with the higher priority
+    "lab-double-master": ["silent"],  # SIGKILL of node 1
+    "lab-v3": ["silent"],
+    "lab-v3-v6": ["silent"],
+}
+
+
+@pytest.mark.parametrize("name", REASONS)
+def test_every_master_change_has_its_reason_and_a_gap_the_capture_agrees_with(name: str) -> None:
+    """The gap is the old master's last advert to the new one's first, read independently by
+    scapy from the same file: for a resignation the backup's skew time, for a crash its
+    master-down interval, for a preemption or a split-brain's end nothing unattended."""
+    with (DATA / f"{name}.pcap").open("rb") as f:
+        analysis = replay(f)
+    changed = [e for e in analysis.events if e.type is EventType.MASTER_CHANGED]
+    assert [e.detail["reason"] for e in changed] == REASONS[name]
+    heard = [
+        (float(p.time), scapy_fields(bytes(p)))
+        for p in rdpcap(str(DATA / f"{name}.pcap"))
+        if (p.haslayer(IP) and p[IP].proto in (51, 112)) or (p.haslayer(IPv6) and p[IPv6].nh == 112)
+    ]
+    for e in changed:
+        new, old = (ipaddress.ip_address(a) for a in e.addresses)
+        mine = [(t, f) for t, f in heard if (f["vrid"], f["family"]) == (e.key.vrid, e.key.family)]
+        last_old = max(t for t, f in mine if f["src"] == old and t <= e.time)
+        expected = 0.0
+        if e.detail["reason"] in ("silent", "resigned"):
+            expected = min(t for t, f in mine if f["src"] == new and t > last_old) - last_old
+        assert e.detail["gap_seconds"] == pytest.approx(expected, abs=2e-6), e

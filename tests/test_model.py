@@ -14,7 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ka_exporter.decode import Advert, Carp, Checksum
-from ka_exporter.model import Event, EventType, Model, ModelConfig, Segment, VridKey, VridView
+from ka_exporter.model import (
+    GAP_BUCKETS,
+    Event,
+    EventType,
+    Model,
+    ModelConfig,
+    Segment,
+    VridKey,
+    VridView,
+)
 from tests import frames, segments
 
 ETH0 = Segment("eth0")
@@ -752,3 +761,74 @@ def test_link_down_holds_carp_groups_too() -> None:
     model.link(ETH0, True, 500)
     assert model.carp_snapshot(500.5)[0].masters == ("192.0.2.31",)
     assert model.carp_snapshot(540) == []
+
+
+# --- why the master changed, and for how long the VIPs were unattended ------------------------
+
+
+def changes(model: Model) -> list[tuple[str, tuple[str, ...], str, float | None]]:
+    return [
+        (e.type.value, e.addresses, str(e.detail["reason"]), e.detail.get("gap_seconds"))
+        for e in model.pop_events()
+        if e.type in (EventType.MASTER_ELECTED, EventType.MASTER_CHANGED, EventType.MASTER_LOST)
+    ]
+
+
+def test_reason_first_then_preempted_with_no_gap() -> None:
+    """B (200) starts while A (100) advertises; A yields at once, as keepalived does."""
+    model = Model()
+    feed(model, merged(every(A, 0, 10.5, prio=100), every(B, 10.2, 20, prio=200)))
+    model.advance(20)
+    assert changes(model) == [
+        ("master_elected", (A,), "first", None),
+        ("master_changed", (B, A), "preempted", 0.0),
+    ]
+
+
+def test_reason_priority_dropped() -> None:
+    """A's tracked script takes 60 off its priority, below B's: B preempts it."""
+    model = Model()
+    feed(model, merged(every(A, 0, 5, prio=150), every(A, 5, 5.5, prio=90), every(B, 5.2, 9)))
+    model.advance(9)
+    assert changes(model)[1:] == [("master_changed", (B, A), "priority_dropped", 0.0)]
+
+
+def test_reason_resigned_with_the_skew_time_as_gap() -> None:
+    model = Model()
+    feed(model, [*every(A, 0, 5, prio=150), advert(5.0, A, 0), *every(B, 5.609, 9, prio=100)])
+    model.advance(9)
+    assert changes(model)[1:] == [("master_changed", (B, A), "resigned", 0.609)]
+
+
+def test_reason_silent_with_the_master_down_interval_as_gap() -> None:
+    """A crashes after its advert at 4 s; B (100) takes over after its master-down interval."""
+    model = Model()
+    down = mdi(3, 1.0, 100)
+    feed(model, merged(every(A, 0, 5, prio=150), every(B, 4 + down, 9, prio=100)))
+    model.advance(9)
+    assert changes(model)[1:] == [("master_changed", (B, A), "silent", round(down, 6))]
+    (v,) = model.snapshot(9)
+    assert v.reasons == {"first": 1, "silent": 1}
+    assert v.gaps.counts[GAP_BUCKETS.index(5.0)] == 1 and v.gaps.total == round(down, 6)
+
+
+def test_reason_split_brain_end() -> None:
+    """A partition: both master past the debounce; healed, the higher priority stays."""
+    model = Model()
+    feed(model, merged(every(A, 0, 20, prio=100), every(B, 5, 30, prio=200)))
+    model.advance(30)
+    assert changes(model)[1:] == [("master_changed", (B, A), "split_brain_end", 0.0)]
+
+
+def test_lost_then_recovered_carries_the_whole_gap() -> None:
+    model = Model()
+    feed(model, every(A, 0, 5, prio=150))
+    model.advance(20)
+    feed(model, every(A, 30, 33, prio=150))
+    assert changes(model) == [
+        ("master_elected", (A,), "first", None),
+        ("master_lost", (A,), "silent", None),
+        ("master_elected", (A,), "recovered", 26.0),
+    ]
+    (v,) = model.snapshot(33)
+    assert v.gaps.counts[-1] == 1  # beyond the 10 s bucket
