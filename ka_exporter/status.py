@@ -17,10 +17,10 @@ from ka_exporter.ownership import Ownership, ownership
 REFRESH_SECONDS = 5
 _AUTH = {0: "none", 1: "PASS", 2: "AH"}
 COLLISION_HELP = (
-    "A CARP group uses this VRID as its vhid on the same segment: both protocols claim the "
-    "virtual MAC 00:00:5e:00:01:{vrid}, switches learn it from whoever spoke last, and "
-    "keepalived, reading the CARP adverts as malformed VRRP, may stop its own adverts. Give "
-    "one of them another ID."
+    "A CARP group uses this VRID as its vhid on the same segment. keepalived reads its adverts "
+    "as malformed VRRP and restarts its own advert timer on each: when CARP advertises more "
+    "often, the master goes quiet and the backup takes over again and again. carp(4) also "
+    "claims the same virtual MAC, 00:00:5e:00:01:{vrid}. Give one of them another ID."
 )
 
 _STYLE = """
