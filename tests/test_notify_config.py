@@ -174,6 +174,13 @@ name = "hook"
 type = "webhook"
 url = "https://hooks.example/ka"
 timeout = 60
+
+[[sink]]
+name = "chat"
+type = "slak"
+
+[[route]]
+sinks = ["mails"]
 """
 
 
@@ -194,6 +201,9 @@ def test_check_config_names_unknown_keys_and_what_was_meant(
         f"{path}:12: sink 'mail': too: unknown key; did you mean 'to'?",
         f"{path}:19: sink 'hook': timeout: at most 30 s: an attempt must end well within the "
         "60 s its delivery is leased for",
+        f"{path}:23: type: must be one of smtp, webhook, alertmanager, slack; "
+        "did you mean 'slack'?",
+        f"{path}:26: sinks: no sink named 'mails'; did you mean 'mail'?",
     ]
 
 

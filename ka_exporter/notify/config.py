@@ -89,11 +89,17 @@ class OptionsError(ValueError):
         self.messages = messages
 
 
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """ "; did you mean 'x'?" for the choice closest to a word that is none of them, or ""."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def unknown_key(key: str, known: Iterable[str], where: str = "") -> str:
     """`<where><key>: unknown key`, with the known key it was probably meant to be."""
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{where}{key}: unknown key{hint}"
+    return f"{where}{key}: unknown key{did_you_mean(key, known)}"
 
 
 def sink_factories() -> Mapping[str, SinkFactory]:
@@ -219,7 +225,8 @@ def _sinks(value: object, error: Error, lines: _Lines, check: bool) -> tuple[Sin
         if any(s.name == name for s in sinks):
             error(f"name: sink {name!r} is defined twice", "sink", index, "name")
         if kind not in SINK_KINDS:
-            error(f"type: must be one of {', '.join(SINK_KINDS)}", "sink", index, "type")
+            hint = did_you_mean(kind, SINK_KINDS)
+            error(f"type: must be one of {', '.join(SINK_KINDS)}{hint}", "sink", index, "type")
             continue
         options = {k: v for k, v in table.items() if k not in ("name", "type")}
         secrets = [k for k in options if k in SECRET_KEYS or k.endswith(("_password", "_token"))]
@@ -257,7 +264,8 @@ def _routes(value: object, known: set[str], error: Error) -> tuple[Route, ...]:
             continue
         for name in sinks:
             if name not in known:
-                error(f"sinks: no sink named {name!r}", "route", index, "sinks")
+                hint = did_you_mean(name, known)
+                error(f"sinks: no sink named {name!r}{hint}", "route", index, "sinks")
         alerts = table.get("alerts")
         if alerts is not None and (
             not isinstance(alerts, list) or not all(isinstance(a, str) for a in alerts)
