@@ -247,13 +247,18 @@ class Frr:
         routers: list[dict[str, Any]] = json.loads(out)
         return routers
 
-    def state(self, inst: Instance) -> str:
-        """vrrpd's state for the instance: "Initialize", "Backup" or "Master"."""
+    def router(self, inst: Instance) -> dict[str, Any]:
+        """vrrpd's view of the instance's family: "status" ("Initialize", "Backup", "Master"),
+        "stats" (adverts sent and received, state transitions), timers, addresses."""
         family = "v6" if inst.flavour.ipv6 else "v4"
         for router in self.show():
             if router.get("vrid") == inst.vrid:
-                return str(router[family]["status"])
+                found: dict[str, Any] = router[family]
+                return found
         raise LabError(f"vrrpd on n{self.node} has no VRID {inst.vrid}")
+
+    def state(self, inst: Instance) -> str:
+        return str(self.router(inst)["status"])
 
     def source(self, inst: Instance) -> str:
         """The source address of this router's adverts: IPv4 from the node's own address on the
