@@ -34,11 +34,14 @@ def test_no_master_is_resolved_by_the_next_master_of_the_same_vrid() -> None:
     assert feed.feed(ev(4.0, EventType.MASTER_ELECTED, "192.0.2.12")) == []
 
 
-def test_master_changed_is_one_shot() -> None:
-    (alert,) = EventAlerts(CTX).feed(ev(10.0, EventType.MASTER_CHANGED, "192.0.2.12", "192.0.2.11"))
+def test_master_changed_is_one_shot_and_says_why() -> None:
+    change = ev(10.0, EventType.MASTER_CHANGED, "192.0.2.12", "192.0.2.11", reason="silent")
+    change.detail["gap_seconds"] = 3.609
+    (alert,) = EventAlerts(CTX).feed(change)
     assert alert.name == "VRRPMasterChanged" and alert.severity is Severity.WARNING
     assert alert.ends_at is not None and alert.ends_at > alert.starts_at
-    assert "192.0.2.11 -> 192.0.2.12" in alert.annotations["summary"]
+    assert "192.0.2.11 → 192.0.2.12, silent: VIPs unattended 3.61 s" in alert.annotations["summary"]
+    assert alert.labels["reason"] == "silent"
 
 
 def test_config_mismatch_per_field() -> None:

@@ -43,6 +43,16 @@ def _where(key: VridKey) -> str:
     return f"VRID {key.vrid} ({key.family}) on {key.segment.interface}{vlan}"
 
 
+def _why(event: Event) -> str:
+    """`, silent: VIPs unattended 3.61 s`: the reason the wire gives, and the gap when there
+    was one."""
+    reason = event.detail.get("reason")
+    if reason is None:
+        return ""
+    gap = event.detail.get("gap_seconds")
+    return f", {reason}" + (f": VIPs unattended {gap:.2f} s" if gap else "")
+
+
 @dataclass(slots=True)
 class EventAlerts:
     ctx: Context
@@ -58,12 +68,15 @@ class EventAlerts:
             )
         if kind is EventType.SPLIT_BRAIN_END:
             return self._resolve("VRRPSplitBrain", event, f"split brain over on {where}")
+        why = _why(event)
         if kind is EventType.MASTER_LOST:
             return self._fire(
-                "VRRPNoMaster", event, Severity.CRITICAL, f"no master on {where} (was {addrs})"
+                "VRRPNoMaster", event, Severity.CRITICAL, f"no master on {where} (was {addrs}{why})"
             )
         if kind in (EventType.MASTER_ELECTED, EventType.MASTER_CHANGED):
-            alerts = self._resolve("VRRPNoMaster", event, f"{event.addresses[0]} master on {where}")
+            alerts = self._resolve(
+                "VRRPNoMaster", event, f"{event.addresses[0]} master on {where}{why}"
+            )
             if kind is EventType.MASTER_CHANGED:
                 new, old = event.addresses[0], event.addresses[1]
                 alerts.append(
@@ -74,7 +87,8 @@ class EventAlerts:
                         Status.FIRING,
                         event.time,
                         event.time + CHANGE_SECONDS,
-                        f"master of {where}: {old} -> {new}",
+                        f"master of {where}: {old} → {new}{why}",
+                        extra={"reason": str(event.detail.get("reason", ""))},
                     )
                 )
             return alerts
