@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
+import re
 import sys
 import time
 import urllib.request
@@ -49,15 +49,13 @@ def webhook_sink(directory: Path, receiver: Receiver) -> str:
 
 
 @contextmanager
-def daemon(config: Path, logs: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`ka-notify daemon`, up (serving /metrics) when this returns."""
+def daemon(config: Path, logs: Path, *extra: str) -> Iterator[int]:
+    """`ka-notify daemon`, up when this returns the port of its /metrics."""
     port = free_port()
     argv = [str(BIN / "ka-notify"), "daemon", "--config", str(config), *extra]
-    with process(
-        [*argv, "--web.listen-address", f"127.0.0.1:{port}"], logs / f"{config.stem}.log"
-    ) as proc:
+    with process([*argv, "--web.listen-address", f"127.0.0.1:{port}"], logs / f"{config.stem}.log"):
         wait_for(lambda: scrape(port), 10, what="ka-notify daemon")
-        yield proc
+        yield port
 
 
 def alerts_at(receiver: Receiver) -> list[dict[str, str]]:
@@ -196,3 +194,55 @@ def test_partition_split_brain_from_peers_and_its_resolution(
         # the FIFO daemons reported n2's MASTER during the partition and its BACKUP after
         assert keepalived_states()[("V3_51", "MASTER")] == 2
         assert keepalived_states()[("V3_51", "BACKUP")] >= 2
+
+
+def vrrp_states(port: int) -> dict[str, int]:
+    """keepalived_vrrp_state by instance, from a daemon's /metrics."""
+    found = re.findall(r'^keepalived_vrrp_state\{iname="([^"]+)"\} (\S+)$', scrape(port), re.M)
+    return {name: int(float(value)) for name, value in found}
+
+
+def test_a_burst_of_hook_runs_ends_on_every_instances_newest_state(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """Many instances change at once, so keepalived runs their hooks concurrently and they
+    commit in any order: each node's keepalived_vrrp_state and the last alert the receiver got
+    per instance and node end on the state keepalived is in, never on an older one."""
+    instances = [Instance(vrid, Flavour.V3, advert_int=0.5) for vrid in range(60, 76)]
+    lab = make_lab(instances, notify=f"{BIN / 'ka-notify'} --config {{dir}}/{{node}}.toml")
+    receiver = Receiver(KEY)
+    with ExitStack() as stack:
+        stack.callback(receiver.close)
+        ports = {}
+        for node in (1, 2):  # a cluster label per node, to tell their alerts apart
+            config = write_config(lab.workdir, f"n{node}", webhook_sink(tmp_path, receiver))
+            config.write_text(config.read_text().replace('"lab"', f'"n{node}"'))
+            ports[node] = stack.enter_context(daemon(config, tmp_path))
+        lab.start_all()
+        names = [inst.name for inst in instances]
+
+        def settled(master: int) -> bool:
+            backup = 3 - master
+            return all(lab.master_of(inst.vrid) == master for inst in instances) and (
+                vrrp_states(ports[master]) == dict.fromkeys(names, 2)
+                and vrrp_states(ports[backup]) == dict.fromkeys(names, 1)
+            )
+
+        wait_for(lambda: settled(1), 30, what="n1 master of all, in both daemons' metrics")
+        lab.set_priority_offset(1, True)  # 150 -> 90 on n1: every instance fails over at once
+        wait_for(lambda: settled(2), 30, what="n2 master of all, in both daemons' metrics")
+        time.sleep(2)  # let every hook of the burst finish: nothing may change any more
+        assert settled(2)
+
+        def last_alerts() -> dict[tuple[str, str], str]:
+            last = {}
+            for alert in alerts_at(receiver):
+                if alert["alertname"] == "KeepalivedStateChange" and alert["status"] == "firing":
+                    last[(alert["cluster"], alert["iname"])] = alert["state"]
+            return last
+
+        expected = {(f"n{node}", name): state for node, state in ((1, "BACKUP"), (2, "MASTER"))
+                    for name in names}  # fmt: skip
+        wait_for(
+            lambda: last_alerts() == expected, 15, what="the newest state last at the receiver"
+        )
