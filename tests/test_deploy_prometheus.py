@@ -8,6 +8,7 @@ a real Alertmanager applying the shipped routing and inhibit rules to what Prome
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import json
@@ -37,6 +38,7 @@ RULES_TEST = PROMETHEUS / "rules_test.yml"
 SCRAPE = PROMETHEUS / "scrape.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK_BASE = "{{ with $externalLabels.runbook_base }}{{ . }}/{{ end }}"
 BIN = Path(sys.executable).parent
 CLUSTER = "lab-a"
 SERIES = re.compile(r"^(\w+)\{(.*)\}$")
@@ -228,17 +230,42 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_every_alert_has_a_runbook_section_and_every_link_resolves() -> None:
-    anchors = {
+def runbook_anchors() -> set[str]:
+    return {
         slug(line.lstrip("#")) for line in RUNBOOK.read_text().splitlines() if line.startswith("#")
     }
+
+
+def test_every_alert_has_a_runbook_section_and_every_link_resolves() -> None:
+    anchors = runbook_anchors()
     for rule in alert_rules():
         url = rule["annotations"]["runbook_url"]
-        assert url.split("#")[0].endswith("docs/runbook.md"), rule["alert"]
+        # the base is the runbook_base external label, or nothing: a path of this repository
+        assert url.split("#")[0] == RUNBOOK_BASE + "docs/runbook.md", rule["alert"]
         anchor = url.split("#")[1]
         assert anchor == slug(rule["alert"]), rule["alert"]
         assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in runbook.md"
         assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+
+
+def sent_alert_names() -> set[str]:
+    """Alert names ka-notify and the exporter's --notify.config send: the string constants of
+    the package that look like one (VRRP..., Keepalived..., KaNotify...)."""
+    name = re.compile(r"(?:VRRP|Keepalived|KaNotify|KaExporter)[A-Z]\w*")
+    return {
+        node.value
+        for path in (ROOT / "ka_exporter").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and name.fullmatch(node.value)
+    }  # fmt: skip
+
+
+def test_every_alert_the_exporter_and_ka_notify_send_has_a_runbook_section() -> None:
+    names = sent_alert_names()
+    assert {"KeepalivedStateChange", "VRRPPeerSplitBrain", "VRRPMasterChanged"} <= names
+    missing = sorted(n for n in names if slug(n) not in runbook_anchors())
+    assert not missing, f"no section in runbook.md for: {', '.join(missing)}"
 
 
 def series(text: str) -> tuple[str, dict[str, str]]:
