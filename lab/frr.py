@@ -189,7 +189,8 @@ class Frr:
         return found
 
     def _add_macvlan(self, inst: Instance) -> None:
-        # addrgenmode after creation: iproute2 takes no such option for a new macvlan.
+        # addrgenmode after creation: `ip link add ... addrgenmode random type macvlan`, as FRR's
+        # documentation has it, fails here ("Address family not supported by protocol").
         # random, not eui64: from the virtual MAC, every router's link-local would be the same,
         # and the IPv6 adverts' source could no longer tell the routers apart.
         name = macvlan(inst)
