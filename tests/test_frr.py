@@ -195,6 +195,8 @@ def settle(routers: dict[int, Frr], instances: Sequence[Instance]) -> None:
 def test_two_frr_routers_one_master_per_vrid_by_source_priority_and_interval(
     make_lab: MakeLab, make_frr: MakeFrr
 ) -> None:
+    """n1 masters the IPv4 VRID, n2 the IPv6 one: the monitor names each master by the source
+    FRR sends from, with its priority and interval, and sees nothing wrong with either VRID."""
     lab = make_lab([], nodes=2)
     monitor = NsExporter(lab, "mon")
     monitor.wait_ready()
