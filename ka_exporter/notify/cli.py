@@ -9,7 +9,6 @@ hook path imports nothing heavy (no aiohttp, no prometheus_client) to stay fast.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import sys
@@ -32,7 +31,7 @@ from ka_exporter.notify.intake import (
     process_start,
     record,
 )
-from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, open_private, os_reason
+from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, os_reason, try_lock
 
 PROG = "ka-notify"
 ENV_CONFIG = "KA_NOTIFY_CONFIG"
@@ -73,13 +72,7 @@ def load_config(
 
 def try_drain_lock(state_dir: Path) -> TextIO | None:
     """The drain lock if it is free: whoever holds it is the spool's only deliverer."""
-    lock = os.fdopen(open_private(state_dir / LOCK_NAME), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return None
-    return lock
+    return try_lock(state_dir / LOCK_NAME)
 
 
 def fail(prog: str, exc: SpoolError) -> NoReturn:

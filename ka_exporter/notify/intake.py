@@ -25,7 +25,7 @@ from ka_exporter.notify.alert import Alert, Source
 from ka_exporter.notify.config import Config
 from ka_exporter.notify.damping import Damper
 from ka_exporter.notify.routing import sinks_for
-from ka_exporter.notify.spool import Instance, Spool, open_private, os_reason
+from ka_exporter.notify.spool import Instance, Spool, open_private, os_reason, try_lock
 
 log = logging.getLogger("ka_notify")
 
@@ -33,6 +33,7 @@ DAMPED_STATES = ("MASTER", "BACKUP")  # a flapping pair; FAULT, STOP and priorit
 DAMPER = "damper"  # its name in the spool's kv table
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 INCOMING = "incoming"
+INGEST_LOCK = "ingest.lock"
 # The daemon's runtime directory (the shipped unit's RuntimeDirectory): a tmpfs, so it still
 # takes an event when the disk of state_dir is full.
 RUNTIME_DIR = Path(os.environ.get("KA_NOTIFY_RUNTIME_DIR", "/run/ka-notify"))
@@ -107,6 +108,8 @@ def record(
     now = emitted.at
     with spool.transaction(durable=True):
         last = spool.instance(note.type, note.name)
+        if last is not None and (last.boot, last.order) == (emitted.boot, emitted.order):
+            return []  # this very event, recorded once already (then its kept file stayed)
         if last is not None and not emitted.after(last):
             spool.count("events", source.value, "stale")
             return []
@@ -230,8 +233,19 @@ def kept(config: Config) -> list[Path]:
 
 def ingest(spool: Spool, config: Config) -> int:
     """Records the kept events, oldest first, and removes their files; returns how many. A file
-    that cannot be read is reported once and set aside (renamed *.bad). Two processes may
-    ingest at once: an event recorded twice is stale the second time, and raises nothing."""
+    that cannot be read is reported once and set aside (renamed *.bad). One process at a time:
+    another one ingesting now has them, or sees them when it looks again."""
+    try:
+        lock = try_lock(config.state_dir / INGEST_LOCK)
+    except OSError:  # state_dir not writable: neither is the spool
+        return 0
+    if lock is None:
+        return 0
+    with lock:
+        return _ingest(spool, config)
+
+
+def _ingest(spool: Spool, config: Config) -> int:
     paths = kept(config)
     for path in paths:
         try:
@@ -241,8 +255,6 @@ def ingest(spool: Spool, config: Config) -> int:
             )
             emitted = Emitted(float(raw["at"]), str(raw["boot"]), int(raw["order"]))
             source = Source(raw["source"])
-        except FileNotFoundError:
-            continue  # another process recorded it
         except OSError as exc:
             log.error("kept event %s cannot be read: %s", path, os_reason(exc))
             continue

@@ -10,6 +10,7 @@ to power loss means a duplicate, never a loss.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import random
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from ka_exporter.notify.alert import Alert, Status
 
@@ -177,6 +179,18 @@ def open_private(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def try_lock(path: Path) -> TextIO | None:
+    """An exclusive lock on `path` (a file of the directory's owner) if no process holds it;
+    closing the file lets go."""
+    lock = os.fdopen(open_private(path), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
