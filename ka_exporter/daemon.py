@@ -26,7 +26,8 @@ from ka_exporter.capture import (
     PrivilegeError,
     check_privilege,
 )
-from ka_exporter.metrics import ExporterCollector, LocalState
+from ka_exporter.collectors import ExporterCollector
+from ka_exporter.metrics import LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
 from ka_exporter.netlink import Link, Watcher, check_netns
 from ka_exporter.notify.alert import Alert

@@ -1,23 +1,18 @@
-"""The Prometheus view: a collector that renders a fresh snapshot of the model on each scrape.
+"""The Prometheus view's contract: every metric's name, type and help, and what the collectors
+(ka_exporter.collectors) are given of this host besides the model.
 
 Metric names are a contract (dashboard, alert rules, users' queries); `METRICS` is their one
-definition, which docs/metrics.md is checked against. collect() only reads memory: it runs on
-the event loop and never blocks.
+definition, which docs/metrics.md and the collectors are checked against, and its order is the
+order of the exposition. Collectors only read memory: they run on the event loop and never block.
 """
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client.registry import Collector
-
-from ka_exporter import __version__
-from ka_exporter.capture import Capture
-from ka_exporter.exposition import NO_LABELS, Family, LabelSet, TextCache
-from ka_exporter.model import MISMATCH_FIELDS, CarpView, Model, Segment, VridKey, VridView
-from ka_exporter.ownership import ownership
+from ka_exporter.exposition import Family, LabelSet, TextCache
+from ka_exporter.model import Segment
 
 GAUGE, COUNTER, INFO = "gauge", "counter", "info"
 
@@ -132,10 +127,8 @@ class LocalState:
 class Families:
     """Metric families by name, filled in any order, yielded in definition order."""
 
-    def __init__(self, cache: TextCache | None = None) -> None:
-        self._families = {
-            name: Family(name, doc, kind, cache) for name, (kind, doc) in METRICS.items()
-        }
+    def __init__(self, names: Iterable[str], cache: TextCache | None = None) -> None:
+        self._families = {name: family(name, cache) for name in names}
 
     def add(self, name: str, labels: LabelSet, value: float) -> None:
         self._families[name].rows.append((labels, value))
@@ -150,6 +143,11 @@ class Families:
         return iter(self._families.values())
 
 
+def family(name: str, cache: TextCache | None = None) -> Family:
+    kind, doc = METRICS[name]
+    return Family(name, doc, kind, cache)
+
+
 def segment_labels(segment: Segment) -> LabelSet:
     labels = {"interface": segment.interface}
     if segment.netns:
@@ -157,152 +155,3 @@ def segment_labels(segment: Segment) -> LabelSet:
     if segment.vlan:
         labels["vlan"] = segment.vlan
     return LabelSet(labels)
-
-
-class VridLabels:
-    """The label sets of one VRID's series, kept across scrapes while its routers stay."""
-
-    __slots__ = ("agreed", "base", "fields", "routers", "vips")
-
-    def __init__(self, key: VridKey) -> None:
-        self.base = segment_labels(key.segment).extend(family=key.family, vrid=str(key.vrid))
-        self.fields = {name: self.base.extend(field=name) for name in MISMATCH_FIELDS}
-        self.agreed = [(labels, 0) for labels in self.fields.values()]  # the usual rows
-        self.routers: dict[str, LabelSet] = {}
-        self.vips: dict[str, LabelSet] = {}
-
-    def router(self, address: str) -> LabelSet:
-        labels = self.routers.get(address)
-        if labels is None:
-            labels = self.routers[address] = self.base.extend(address=address)
-        return labels
-
-    def vip(self, vip: str) -> LabelSet:
-        labels = self.vips.get(vip)
-        if labels is None:
-            labels = self.vips[vip] = self.base.extend(vip=vip)
-        return labels
-
-
-class ExporterCollector(Collector):
-    def __init__(
-        self,
-        model: Model,
-        capture: Capture | None,
-        local: Callable[[], LocalState],
-        clock: Callable[[], float],
-    ) -> None:
-        self.model = model
-        self.capture = capture
-        self.local = local
-        self.clock = clock
-        self._labels: dict[VridKey, VridLabels] = {}
-        self._texts: TextCache = {}
-
-    def _vrid_labels(self, views: list[VridView]) -> list[VridLabels]:
-        """Cached label sets per view; dropped with their VRID, rebuilt when routers or VIPs
-        left it (so churn of spoofed sources cannot grow the cache)."""
-        old, self._labels = self._labels, {}
-        out = []
-        for view in views:
-            cached = old.get(view.key)
-            if cached is None or len(cached.routers) > len(view.routers):
-                cached = VridLabels(view.key)
-            self._labels[view.key] = cached
-            out.append(cached)
-        return out
-
-    def collect(self) -> Iterator[Family]:
-        f = Families(self._texts)
-        add = f.add
-        local = self.local()
-        expected = local.expected
-        # Rows appended straight to the hot families' lists: one scrape of a large site adds
-        # tens of thousands of them, and a method call each would cost most of the scrape.
-        agreed = f.extender("vrrp_config_mismatch")
-        (
-            masters_, master, split, split_events, transitions, last_transition, mismatch,
-            priority, adverts, interval, last_seen, resignations, is_master, is_expected,
-        ) = f.appenders(
-            "vrrp_masters", "vrrp_master", "vrrp_split_brain", "vrrp_split_brain_events",
-            "vrrp_master_transitions", "vrrp_last_transition_timestamp_seconds",
-            "vrrp_config_mismatch", "vrrp_router_priority", "vrrp_router_advertisements",
-            "vrrp_router_advert_interval_seconds", "vrrp_router_last_advert_timestamp_seconds",
-            "vrrp_router_resignations", "vrrp_router_master", "vrrp_router_expected",
-        )  # fmt: skip
-        views = self.model.snapshot(self.clock(), shared=True)
-        for view, cache in zip(views, self._vrid_labels(views), strict=True):
-            base = cache.base
-            masters = view.masters
-            masters_((base, len(masters)))
-            for address in masters:
-                master((cache.router(address), 1))
-            split((base, view.split_brain))
-            split_events((base, view.split_brain_events))
-            transitions((base, view.transitions))
-            if view.last_transition is not None:
-                last_transition((base, view.last_transition))
-            if view.mismatches:
-                for name, labels in cache.fields.items():
-                    mismatch((labels, name in view.mismatches))
-            else:
-                agreed(cache.agreed)
-            routers = cache.routers
-            for r in view.routers:
-                labels = routers.get(r.address) or cache.router(r.address)
-                priority((labels, r.priority))
-                adverts((labels, r.adverts))
-                interval((labels, r.interval))
-                last_seen((labels, r.last_seen))
-                resignations((labels, r.resignations))
-                is_master((labels, r.address in masters))
-                if expected:
-                    is_expected((labels, r.address in expected))
-            held = local.addresses.get(view.key.segment.netns)
-            if held is not None:
-                own = ownership(view, held)
-                if len(cache.vips) > len(own.vips):
-                    cache.vips.clear()
-                for vip, here in own.vips.items():
-                    add("vrrp_local_vip", cache.vip(vip), here)
-                add("vrrp_local_master", base, own.local_master)
-                add("vrrp_duplicate_vip", base, own.duplicate)
-                add("vrrp_orphan_vip", base, own.orphan)
-            if view.carp_collision:
-                add("vrrp_carp_collision", base, 1)
-        self._carp(f, self.model.carp_snapshot(self.clock()))
-        for (segment, reason), count in self.model.rejects.items():
-            add("vrrp_packets_rejected", segment_labels(segment).extend(reason=reason.value), count)
-        for segment, count in self.model.untracked.items():
-            add("vrrp_untracked_advertisements", segment_labels(segment), count)
-        add("vrrp_tracked_routers", NO_LABELS, self.model.router_count)
-        add("vrrp_tracked_routers_limit", NO_LABELS, self.model.config.max_routers)
-        for tap in self.capture.statistics() if self.capture else []:
-            labels = segment_labels(tap.segment.link)
-            add("vrrp_capture_packets", labels, tap.packets)
-            add("vrrp_capture_kernel_drops", labels, tap.drops)
-            add("ka_exporter_capture_up", labels, 1)
-        for segment in self.capture.failed if self.capture else ():
-            add("ka_exporter_capture_up", segment_labels(segment), 0)
-        for link, up in local.links_up.items():
-            add("ka_exporter_link_up", segment_labels(link), up)
-        for netns, up in local.netlink_up.items():
-            add("ka_exporter_netlink_up", LabelSet({"netns": netns} if netns else {}), up)
-        build = LabelSet({"version": __version__, "python": platform.python_version()})
-        add("ka_exporter_build", build, 1)
-        yield from f
-
-    @staticmethod
-    def _carp(f: Families, views: list[CarpView]) -> None:
-        add = f.add
-        for view in views:
-            key = view.key
-            base = segment_labels(key.segment).extend(family=key.family, vhid=str(key.vrid))
-            add("carp_masters", base, len(view.masters))
-            for s in view.speakers:
-                labels = base.extend(address=s.address)
-                add("carp_speaker_advertisements", labels, s.adverts)
-                add("carp_speaker_advbase_seconds", labels, s.advbase)
-                add("carp_speaker_advskew", labels, s.advskew)
-                add("carp_speaker_demote", labels, s.demote)
-                add("carp_speaker_last_advert_timestamp_seconds", labels, s.last_seen)

@@ -9,8 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ka_exporter.collectors import ExporterCollector
 from ka_exporter.decode import LinkType
-from ka_exporter.metrics import COUNTER, INFO, METRICS, ExporterCollector, LocalState
+from ka_exporter.exposition import generate
+from ka_exporter.metrics import COUNTER, INFO, METRICS, LocalState
 from ka_exporter.model import Model, Segment
 from tests import segments
 from tests.states import model_at
@@ -100,7 +102,9 @@ def trunk_exposition() -> str:
     local = LocalState({"": frozenset()}, {"": True}, links_up={Segment("eth1"): False})
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
-    return generate_latest(registry).decode()
+    text = generate_latest(registry)
+    assert generate(registry) == text  # the kept text, with VLANs, QinQ and CARP
+    return text.decode()
 
 
 def test_trunk_series_carry_the_vlan_and_carp_its_vhid() -> None:
@@ -139,6 +143,19 @@ def test_every_family_is_exposed_as_declared() -> None:
         assert f"# TYPE {exposed} {'gauge' if kind == INFO else kind}" in text
         assert f"# HELP {exposed} {doc}" in text
         assert re.search(rf"^{exposed}(\{{| )", text, re.MULTILINE), name
+
+
+def test_each_family_comes_from_one_collector_in_the_contracts_order() -> None:
+    """The collectors split METRICS between them, each yielding its own families, all of them,
+    in the order METRICS lists them; ExporterCollector yields them all in that order."""
+    collector = ExporterCollector(Model(), None, lambda: NODE2, lambda: 0.0)
+    names = [name for c in collector.collectors for name in c.names]
+    assert sorted(names) == sorted(METRICS) and len(names) == len(set(names))
+    for c in collector.collectors:
+        assert (
+            [f.name for f in c.collect()] == list(c.names) == [n for n in METRICS if n in c.names]
+        )
+    assert [f.name for f in collector.collect()] == list(METRICS)
 
 
 def test_docs_list_every_metric_with_its_help() -> None:

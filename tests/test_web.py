@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ka_exporter import web
-from ka_exporter.metrics import ExporterCollector, LocalState
+from ka_exporter.collectors import ExporterCollector
+from ka_exporter.metrics import LocalState
 from tests.states import model_at
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from ka_exporter.metrics import ExporterCollector
+    from ka_exporter.collectors import ExporterCollector
     from ka_exporter.model import Model
 
 
@@ -64,7 +64,8 @@ def steady_site() -> tuple[CollectorRegistry, ExporterCollector, Callable[[], No
     last-advert times change), nothing else does."""
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from ka_exporter.metrics import ExporterCollector, LocalState  # noqa: PLC0415
+    from ka_exporter.collectors import ExporterCollector  # noqa: PLC0415
+    from ka_exporter.metrics import LocalState  # noqa: PLC0415
 
     model, start, held = _filled_model()
     now = [start]

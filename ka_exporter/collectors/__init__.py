@@ -1,0 +1,51 @@
+"""The exporter's collectors, one per source, over the one contract (ka_exporter.metrics.METRICS):
+VRIDs and their routers (vrrp), CARP groups (carp), what the capture and decoder let through or
+not (capture), the exporter itself (exporter). `ExporterCollector` is all of them as one, as
+node_exporter's collector is its collectors': the families of each, in the contract's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.registry import Collector
+
+from ka_exporter.capture import Capture
+from ka_exporter.collectors.capture import CaptureCollector
+from ka_exporter.collectors.carp import CarpCollector
+from ka_exporter.collectors.exporter import ExporterSelfCollector
+from ka_exporter.collectors.vrrp import VrrpCollector
+from ka_exporter.exposition import Family
+from ka_exporter.metrics import METRICS, LocalState
+from ka_exporter.model import Model
+
+__all__ = [
+    "CaptureCollector",
+    "CarpCollector",
+    "ExporterCollector",
+    "ExporterSelfCollector",
+    "VrrpCollector",
+]
+
+
+class ExporterCollector(Collector):
+    def __init__(
+        self,
+        model: Model,
+        capture: Capture | None,
+        local: Callable[[], LocalState],
+        clock: Callable[[], float],
+    ) -> None:
+        self.model = model
+        self.vrrp = VrrpCollector(model, local, clock)
+        self.collectors: tuple[VrrpCollector | CarpCollector | CaptureCollector
+                               | ExporterSelfCollector, ...] = (
+            self.vrrp,
+            CarpCollector(model, clock),
+            CaptureCollector(model, capture, local),
+            ExporterSelfCollector(local),
+        )  # fmt: skip
+
+    def collect(self) -> Iterator[Family]:
+        families = {f.name: f for c in self.collectors for f in c.collect()}
+        return iter([families[name] for name in METRICS])
