@@ -1,4 +1,5 @@
-"""The Prometheus text format (0.0.4), written straight from text kept across scrapes.
+"""The Prometheus text format (0.0.4 and 1.0.0) and OpenMetrics 1.0.0, written straight from text
+kept across scrapes.
 
 prometheus_client renders every sample from a label dict, sorting and escaping it on each
 scrape: half a second for a site of 1,000 VRIDs, during which the event loop, and so capture,
@@ -6,21 +7,26 @@ stands still (docs/benchmarks.md). A `Family` holds rows of (`LabelSet`, value) 
 label text is built once per series, or (`Rendered`) the sample lines its collector keeps
 itself; `generate` writes those directly and leaves any other collector in the registry
 (process metrics, peers) to prometheus_client. The output is byte for byte what
-`generate_latest` writes for the same samples.
+prometheus_client writes for the same samples, in either format: the sample lines are the same
+in both, only the family headers and OpenMetrics' closing `# EOF` differ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
+from typing import NamedTuple
 
 from prometheus_client import generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+EOF = "# EOF\n"
+_generate_openmetrics: Callable[[Collector], bytes] = openmetrics.generate_latest
 
 
 def escape(value: str) -> str:
@@ -107,10 +113,14 @@ class Family(Metric):
         if value:  # Metric.__init__ sets it empty; rows are the storage
             raise TypeError("a Family's samples are its rows")
 
-    def head(self) -> str:
-        """# HELP and # TYPE, naming the samples (`_total`, `_info` as a gauge)."""
-        name, kind = self.sample_name, "gauge" if self.type == "info" else self.type
+    def head(self, openmetrics: bool = False) -> str:
+        """# HELP and # TYPE: the text format names the samples (`_total`, `_info` as a gauge),
+        OpenMetrics the family, and escapes double quotes in the help too."""
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        if openmetrics:
+            doc = doc.replace('"', r"\"")
+            return f"# HELP {self.name} {doc}\n# TYPE {self.name} {self.type}\n"
+        name, kind = self.sample_name, "gauge" if self.type == "info" else self.type
         return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
     def body(self) -> str:
@@ -170,14 +180,81 @@ class _Metrics(Collector):
         return iter(self.metrics)
 
 
-def generate(registry: Collector) -> bytes:
-    """What `prometheus_client.generate_latest(registry)` returns, `Family` lines written fast."""
+def generate(registry: Collector, openmetrics: bool = False) -> bytes:
+    """What prometheus_client's `generate_latest(registry)` returns (or, with `openmetrics`, its
+    OpenMetrics `generate_latest`), `Family` lines written fast."""
     parts: list[bytes] = []
     for fast, metrics in groupby(registry.collect(), lambda m: isinstance(m, Family)):
         if fast:
             for m in metrics:
                 if isinstance(m, Family):
-                    parts += (m.head().encode(), m.data())
+                    parts += (m.head(openmetrics).encode(), m.data())
+        elif openmetrics:
+            parts.append(_generate_openmetrics(_Metrics(metrics)).removesuffix(EOF.encode()))
         else:
             parts.append(generate_latest(_Metrics(metrics)))
+    if openmetrics:
+        parts.append(EOF.encode())
     return b"".join(parts)
+
+
+# --- content negotiation -------------------------------------------------------------------------
+
+
+class Format(NamedTuple):
+    content_type: str
+    openmetrics: bool
+
+
+TEXT = Format(CONTENT_TYPE, False)
+# The escaping schemes of names a scraper may ask for with the 1.0.0 formats. Ours, and
+# prometheus_client's, need none, so they read the same in every scheme: the one asked for is
+# stated in the response (validated: only these), or prometheus_client's default.
+ESCAPINGS = frozenset({"allow-utf-8", "underscores", "dots", "values"})
+DEFAULT_ESCAPING = "underscores"
+
+
+def _offer(media: str, params: dict[str, str]) -> Format | None:
+    """What is served for one media range of an Accept header, if anything."""
+    version = params.get("version")
+    escaping = params.get("escaping")
+    escaping = f"; escaping={escaping if escaping in ESCAPINGS else DEFAULT_ESCAPING}"
+    if media == "application/*":
+        media, version = "application/openmetrics-text", None
+    if media == "application/openmetrics-text":
+        if version in (None, "1.0.0"):
+            return Format(f"{media}; version=1.0.0; charset=utf-8{escaping}", True)
+        if version == "0.0.1":  # the draft of 1.0.0, parsed alike by Prometheus
+            return Format(f"{media}; version=0.0.1; charset=utf-8", True)
+        return None
+    if media == "text/plain":
+        if version in (None, "0.0.4"):
+            return TEXT
+        if version == "1.0.0":  # 0.0.4 with UTF-8 names allowed: the same text for ours
+            return Format(f"text/plain; version=1.0.0; charset=utf-8{escaping}", False)
+        return None
+    if media in ("*/*", "text/*"):
+        return TEXT
+    return None
+
+
+def negotiate(accept: str | None) -> Format:
+    """The format an Accept header prefers among those served: OpenMetrics 1.0.0 (and 0.0.1),
+    text 1.0.0 and 0.0.4; by q-value, the first listed among equals, none with q=0. Without a
+    header, or when nothing listed is served, text 0.0.4, the last resort Prometheus' content
+    negotiation names."""
+    best, best_q = TEXT, 0.0
+    for item in (accept or "").split(","):
+        media, *pairs = item.split(";")
+        params = {}
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(params.pop("q", "1"))
+        except ValueError:
+            continue
+        offer = _offer(media.strip().lower(), params)
+        if offer is not None and q > best_q:
+            best, best_q = offer, q
+    return best

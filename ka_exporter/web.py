@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
-from ka_exporter.exposition import CONTENT_TYPE, generate
+from ka_exporter.exposition import generate, negotiate
 from ka_exporter.webconfig import Live
 
 SHUTDOWN_SECONDS = 0.3  # SIGTERM must end the process within a second
@@ -30,13 +29,11 @@ def make_app(
     telemetry_path: str,
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
-        # Prometheus lists the text format among the ones it accepts, so it gets the fast one.
-        accept = request.headers.get("Accept", "")
-        if "text/plain" in accept or "openmetrics" not in accept:
-            response = web.Response(body=generate(registry), headers={"Content-Type": CONTENT_TYPE})
-        else:
-            encoder, content_type = choose_encoder(accept)
-            response = web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        # What the scraper prefers: Prometheus 2 and 3 rank OpenMetrics first, then the text
+        # format (1.0.0, 0.0.4); both are written by the fast exposition.
+        fmt = negotiate(request.headers.get("Accept"))
+        body = generate(registry, fmt.openmetrics)
+        response = web.Response(body=body, headers={"Content-Type": fmt.content_type})
         response.enable_compression()  # when the scraper accepts gzip; off the loop if large
         return response
 

@@ -9,13 +9,17 @@ import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
 from ka_exporter import web
 from ka_exporter.collectors import ExporterCollector
 from ka_exporter.decode import Advert, Checksum
-from ka_exporter.exposition import Family, LabelSet, TextCache, generate
+from ka_exporter.exposition import Family, LabelSet, TextCache, generate, negotiate
 from ka_exporter.metrics import LocalState
 from ka_exporter.model import Model, Segment
 from ka_exporter.pcap import read
@@ -48,6 +52,115 @@ def test_same_text_as_prometheus_client(offset: float, local: LocalState) -> Non
     fast, reference = generate(registry), generate_latest(registry)
     assert samples(fast) == samples(reference)
     assert fast == reference
+
+
+@pytest.mark.parametrize("offset", [10.0, 90.5, 104.0, 120.0])
+@pytest.mark.parametrize("local", [NODE2, ALLOW_11, LocalState({}, {})])
+def test_same_openmetrics_as_prometheus_client(offset: float, local: LocalState) -> None:
+    """The same samples as the text format, valid to prometheus_client's strict OpenMetrics
+    parser, and the bytes its OpenMetrics encoder writes."""
+    registry = registry_of(*model_at("vrrp-all.pcap", offset), local)
+    fast = generate(registry, openmetrics=True)
+    assert fast == openmetrics_latest(registry)
+    assert fast.endswith(b"\n# EOF\n") and fast.count(b"# EOF") == 1
+    parsed = [
+        (s.name, s.labels, s.value)
+        for family in openmetrics_families(fast.decode())
+        for s in family.samples
+    ]
+    assert parsed == samples(generate(registry))
+
+
+def test_openmetrics_with_other_collectors_ends_once() -> None:
+    """prometheus_client's collectors between and after ours: one # EOF, at the end."""
+    model, now = model_at("vrrp-all.pcap", 90.5)
+    registry = CollectorRegistry(auto_describe=False)
+    Gauge("ka_first", "Before.", ["x"], registry=registry).labels('a"b').set(2)
+    registry.register(ExporterCollector(model, None, lambda: NODE2, lambda: now))
+    Counter("ka_last", "After.", registry=registry).inc()
+    text = generate(registry, openmetrics=True).decode()
+    names = [f.name for f in openmetrics_families(text)]
+    assert names[0] == "ka_first" and names[-1] == "ka_last" and "vrrp_split_brain" in names
+    assert text.count("# EOF") == 1 and text.endswith("\n# EOF\n")
+    assert text == openmetrics_latest(registry).decode()
+
+
+PROMETHEUS_2 = (  # what Prometheus 2.x sends
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_3 = (  # Prometheus 3's default scrape_protocols
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+PROMETHEUS_3_TEXT = (  # scrape_protocols: [PrometheusText1.0.0, PrometheusText0.0.4]
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+PROMETHEUS_3_PROTO = (  # protobuf first, then the rest
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;"
+    "q=0.5,application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.4,*/*;q=0.1"
+)
+TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+TEXT_1_0_0 = "text/plain; version=1.0.0; charset=utf-8; escaping="
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping="
+ACCEPT = [
+    (None, TEXT_0_0_4),
+    ("", TEXT_0_0_4),
+    ("*/*", TEXT_0_0_4),
+    ("text/*", TEXT_0_0_4),
+    ("text/plain", TEXT_0_0_4),
+    ("text/plain;version=0.0.4", TEXT_0_0_4),
+    ("text/plain;version=1.0.0", TEXT_1_0_0 + "underscores"),
+    ("text/plain; version=1.0.0; escaping=allow-utf-8", TEXT_1_0_0 + "allow-utf-8"),
+    ("text/plain;version=1.0.0;escaping=dots", TEXT_1_0_0 + "dots"),
+    ("text/plain;version=1.0.0;escaping=<script>", TEXT_1_0_0 + "underscores"),  # validated
+    ("application/openmetrics-text", OPENMETRICS + "underscores"),
+    ("application/openmetrics-text; version=1.0.0", OPENMETRICS + "underscores"),
+    ("application/*", OPENMETRICS + "underscores"),
+    (
+        "application/openmetrics-text;version=0.0.1",
+        "application/openmetrics-text; version=0.0.1; charset=utf-8",
+    ),
+    (PROMETHEUS_2, OPENMETRICS + "underscores"),
+    (PROMETHEUS_3, OPENMETRICS + "allow-utf-8"),
+    (PROMETHEUS_3_TEXT, TEXT_1_0_0 + "allow-utf-8"),
+    (PROMETHEUS_3_PROTO, OPENMETRICS + "underscores"),
+    # q-values rank, whatever the order; the first listed among equals; q=0 is "not this"
+    ("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5", TEXT_0_0_4),
+    (
+        "application/openmetrics-text;q=0.2,text/plain;version=1.0.0;q=0.7",
+        TEXT_1_0_0 + "underscores",
+    ),
+    (
+        "text/plain;version=1.0.0;q=0.5,application/openmetrics-text;q=0.5",
+        TEXT_1_0_0 + "underscores",
+    ),
+    ("application/openmetrics-text;q=0,*/*;q=0.1", TEXT_0_0_4),
+    ("application/openmetrics-text;q=0", TEXT_0_0_4),
+    # versions and types not served are passed over; nothing served: text 0.0.4
+    (
+        "application/openmetrics-text;version=2.0.0,text/plain;version=1.0.0;q=0.1",
+        TEXT_1_0_0 + "underscores",
+    ),
+    ("text/plain;version=0.0.5", TEXT_0_0_4),
+    (
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+        TEXT_0_0_4,
+    ),
+    ("application/json", TEXT_0_0_4),
+    # spelling: case, spaces, quotes, a q that is not a number
+    (" Application/OpenMetrics-Text ; Version=1.0.0 ; Q=0.9 ", OPENMETRICS + "underscores"),
+    ('application/openmetrics-text;version="1.0.0"', OPENMETRICS + "underscores"),
+    ("application/openmetrics-text;q=high,text/plain;version=1.0.0", TEXT_1_0_0 + "underscores"),
+]
+
+
+@pytest.mark.parametrize(("accept", "content_type"), ACCEPT)
+def test_negotiation(accept: str | None, content_type: str) -> None:
+    fmt = negotiate(accept)
+    assert fmt.content_type == content_type
+    assert fmt.openmetrics == content_type.startswith("application/openmetrics-text")
 
 
 def test_cached_labels_follow_the_model() -> None:
@@ -111,6 +224,7 @@ def test_kept_text_follows_any_change(seed: int) -> None:
         if rng.random() < 0.1:
             local[0] = rng.choice(LOCALS)
         assert generate(registry) == generate_latest(registry)
+        assert generate(registry, openmetrics=True) == openmetrics_latest(registry)
     assert len(collector.vrrp._lines) == len(model.vrids)
 
 
@@ -195,15 +309,13 @@ def fetch(url: str, headers: dict[str, str]) -> tuple[str, str, bytes]:
         )
 
 
-PROMETHEUS_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
-    "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
-)
-
-
-def test_served_fast_and_gzipped() -> None:
+@pytest.mark.parametrize(("accept", "content_type"), [a for a in ACCEPT if a[0] is not None])
+def test_served_as_negotiated_and_gzipped(accept: str, content_type: str) -> None:
+    """Over HTTP, each Accept form gets its format, the bytes prometheus_client's encoder of
+    that format writes, gzipped when asked."""
     registry = registry_of(*model_at("vrrp-all.pcap", 90.5))
-    reference = generate_latest(registry)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    reference = openmetrics_latest(registry) if openmetrics else generate_latest(registry)
 
     async def main() -> list[tuple[str, str, bytes]]:
         app = web.make_app(registry, str, lambda: True, "/metrics")
@@ -213,18 +325,27 @@ def test_served_fast_and_gzipped() -> None:
         try:
             return [
                 await asyncio.to_thread(fetch, url, headers)
-                for headers in (
-                    {},
-                    {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"},
-                    {"Accept": "application/openmetrics-text; version=1.0.0"},
-                )
+                for headers in ({"Accept": accept}, {"Accept": accept, "Accept-Encoding": "gzip"})
             ]
         finally:
             await runner.cleanup()
 
-    plain, zipped, openmetrics = asyncio.run(main())
-    assert plain == ("text/plain; version=0.0.4; charset=utf-8", "", reference)
-    assert zipped[:2] == ("text/plain; version=0.0.4; charset=utf-8", "gzip")
+    plain, zipped = asyncio.run(main())
+    assert plain == (content_type, "", reference)
+    assert zipped[:2] == (content_type, "gzip")
     assert gzip.decompress(zipped[2]) == reference
-    assert openmetrics[0].startswith("application/openmetrics-text")
-    assert openmetrics[2].endswith(b"# EOF\n")
+
+
+def test_served_without_accept_as_text() -> None:
+    registry = registry_of(*model_at("vrrp-all.pcap", 90.5))
+
+    async def main() -> tuple[str, str, bytes]:
+        app = web.make_app(registry, str, lambda: True, "/metrics")
+        port = free_port()
+        runner = await web.serve(app, "127.0.0.1", port)
+        try:
+            return await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics", {})
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(main()) == (TEXT_0_0_4, "", generate_latest(registry))

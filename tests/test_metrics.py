@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from ka_exporter.collectors import ExporterCollector
@@ -104,6 +107,7 @@ def trunk_exposition() -> str:
     registry.register(ExporterCollector(model, None, lambda: local, lambda: now))
     text = generate_latest(registry)
     assert generate(registry) == text  # the kept text, with VLANs, QinQ and CARP
+    assert list(openmetrics_families(generate(registry, openmetrics=True).decode()))
     return text.decode()
 
 

@@ -5,6 +5,7 @@ aside rather than crashed on. Real hook processes, a real spool and a real HTTP 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import sqlite3
@@ -256,3 +257,27 @@ def test_a_port_in_use_is_named_not_numbered(tmp_path: Path) -> None:
     assert line == f"ka-notify daemon: error: cannot listen on 127.0.0.1:{port}: " + (
         "Address already in use"
     )
+
+
+def test_a_fifo_line_the_spool_cannot_take_is_kept_and_recorded_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = dataclasses.replace(CONFIG, state_dir=tmp_path)
+    spool = Spool.open(tmp_path, lock_wait=0.1)
+    feed = Feed(config, spool, NotifyMetrics(spool), Worker(spool, {}))
+    script = (
+        "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('BEGIN IMMEDIATE'); print(flush=True); time.sleep(60)"
+    )
+    locker = subprocess.Popen([sys.executable, "-c", script, str(spool.path)],
+                              stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert locker.stdout is not None and locker.stdout.readline() == b"\n"
+        feed.line('INSTANCE "VI_1" FAULT 100\n')
+    finally:
+        locker.kill()
+        locker.wait()
+    (report,) = [r.getMessage() for r in caplog.records]
+    assert "locked by another process; INSTANCE VI_1 FAULT 100 kept in " in report
+    assert intake.ingest(spool, config) == 1
+    assert states(spool) == {"VI_1": "FAULT"} and list((tmp_path / "incoming").iterdir()) == []

@@ -31,7 +31,7 @@ from ka_exporter.notify.intake import (
     process_start,
     record,
 )
-from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, os_reason, try_lock
+from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, try_lock
 
 PROG = "ka-notify"
 ENV_CONFIG = "KA_NOTIFY_CONFIG"
@@ -177,16 +177,12 @@ def not_committed(
     """Keeps the event where it can (see intake.keep) and says so in one line; the spawned
     worker, or the daemon, records it once the spool takes it again. A busy spool is no fault:
     an event kept on state_dir's disk is as safe as committed, so that alone exits 0."""
-    what = " ".join(
-        str(v) for v in (note.type, note.name, note.state, note.priority) if v is not None
-    )
-    try:
-        kept = keep(note, Source.NOTIFY, emitted, config)
-    except OSError as error:
-        log.error("%s; %s lost, no incoming directory takes it: %s", exc, what, os_reason(error))
+    path, what = keep(note, Source.NOTIFY, emitted, config)
+    if path is None:
+        log.error("%s; %s", exc, what)
         return 1
-    fine = isinstance(exc, SpoolBusy) and kept.parent == config.state_dir / INCOMING
-    log.log(logging.WARNING if fine else logging.ERROR, "%s; %s kept in %s", exc, what, kept)
+    fine = isinstance(exc, SpoolBusy) and path.parent == config.state_dir / INCOMING
+    log.log(logging.WARNING if fine else logging.ERROR, "%s; %s", exc, what)
     spawn_drainer(config)
     return 0 if fine else 1
 

@@ -179,10 +179,13 @@ def incoming_dirs(config: Config) -> tuple[Path, Path]:
     return config.state_dir / INCOMING, RUNTIME_DIR / INCOMING
 
 
-def keep(note: keepalived.Notification, source: Source, emitted: Emitted, config: Config) -> Path:
-    """Writes the event to the first incoming directory that takes it; raises OSError, saying
-    what each one answered, if none does. The runtime directory is tried only where the
-    daemon's unit made it."""
+def keep(
+    note: keepalived.Notification, source: Source, emitted: Emitted, config: Config
+) -> tuple[Path | None, str]:
+    """Writes the event to the first incoming directory that takes it (the runtime directory
+    only where the daemon's unit made it); returns the file, or None, and what happened to the
+    event in words, for the line that reports it."""
+    what = " ".join(str(v) for v in asdict(note).values() if v is not None)
     body = json.dumps({**asdict(note), "source": source.value, **asdict(emitted)}).encode()
     errors = []
     for directory in incoming_dirs(config):
@@ -199,8 +202,8 @@ def keep(note: keepalived.Notification, source: Source, emitted: Emitted, config
         except OSError as exc:
             errors.append(f"{directory}: {os_reason(exc)}")
             continue
-        return path
-    raise OSError(", ".join(errors) or "no incoming directory")
+        return path, f"{what} kept in {path}"
+    return None, f"{what} lost, no incoming directory takes it: {', '.join(errors) or 'none'}"
 
 
 def _write_durably(path: Path, body: bytes) -> None:

@@ -18,7 +18,7 @@ from ka_exporter.notify.alert import Source
 from ka_exporter.notify.cli import PROG, Parser, config_flag, fail, load_config, try_drain_lock
 from ka_exporter.notify.config import Config, make_sinks
 from ka_exporter.notify.fifo import FifoError, read_lines
-from ka_exporter.notify.intake import Emitted, arrival, flush, ingest, record
+from ka_exporter.notify.intake import Emitted, arrival, flush, ingest, keep, record
 from ka_exporter.notify.metrics import NotifyMetrics
 from ka_exporter.notify.spool import Spool, SpoolError, os_reason
 from ka_exporter.notify.worker import Worker
@@ -56,7 +56,7 @@ class Feed:
         try:
             record(self.spool, self.config, note, Source.FIFO, self.last)
         except SpoolError as exc:
-            log.error("%s", exc)
+            log.error("%s; %s", exc, keep(note, Source.FIFO, self.last, self.config)[1])
         self.worker.poke()
 
     async def flush_loop(self) -> None:
