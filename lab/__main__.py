@@ -10,6 +10,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def _demo_instances() -> list[Instance]:
     return [*double_master(10, 11), Instance(12, Flavour.V3_V6, {1: 100, 2: 120, 3: 150})]
 
 
-def _describe(lab: Lab) -> str:
+def _describe(lab: Lab, alerting: bool = False) -> str:
     q = shlex.quote
     br, mon = lab.ns("br"), lab.ns("mon")
     lines = [f"lab {lab.prefix} is up; files in {lab.workdir}", ""]
@@ -37,8 +38,7 @@ def _describe(lab: Lab) -> str:
     mon_v4 = addressing.host_ipv4(addressing.MONITOR_HOST)
     lines.append(f"  {mon:12} monitor on port mon-0 (never isolated), {mon_v4}")
     for i in lab.nodes:
-        proc = lab.node(i).proc
-        pid = proc.pid if proc else "-"
+        pid = demo.keepalived_pid(lab, i) or "-"
         addr = addressing.host_ipv4(addressing.node_host(i))
         lines.append(f"  {lab.ns(i):12} node {i}, {addr}, keepalived pid {pid}")
     lines.append("")
@@ -46,14 +46,27 @@ def _describe(lab: Lab) -> str:
         prios = " ".join(f"n{n}={p}" for n, p in sorted(inst.priorities.items()))
         lines.append(f"  VRID {inst.vrid:3} {inst.flavour:6} {inst.vip_addresses[0]:20} {prios}")
     n1, n2 = lab.node(1), lab.node(2)
+    if alerting:
+        notify = lab.workdir / f"{n1.name}.ka-notify"
+        logs = [
+            f"  tail -f {n1.file('notify.log')} {notify}.log",
+            f"  ka-notify queue --config {notify}.toml",
+        ]
+        split = (
+            "   (off heals; the monitor hears both masters, n1 and n2 only themselves: "
+            "their exporters' --cluster.peer sees it, vrrp_peer_split_brain)"
+        )
+    else:
+        logs = [f"  tail -f {n1.file('fifo.log')} {n1.file('notify.log')}"]
+        split = "   (off heals)"
     lines += [
         "",
         "in another shell, for example:",
         f"  ip netns exec {mon} tcpdump -ni eth0 -v {q(CAPTURE_FILTER)}",
         f"  ip -n {n1.ns} addr show dev eth0",
-        f"  tail -f {n1.file('fifo.log')} {n1.file('notify.log')}",
+        *logs,
         f"  split brain: bridge -n {br} link set dev n1-0 isolated on; "
-        f"bridge -n {br} link set dev n2-0 isolated on   (off heals)",
+        f"bridge -n {br} link set dev n2-0 isolated on{split}",
         f"  firewall:    ip netns exec {n2.ns} nft {q(firewall.RULES)}",
         f"               ip netns exec {n2.ns} nft delete table inet {firewall.TABLE}",
         f"  priority:    echo 1 > {n1.file('track')}   (-60 on all of n1; echo 0 restores)",
@@ -68,24 +81,72 @@ def _describe(lab: Lab) -> str:
     return "\n".join(lines)
 
 
+class _Console:
+    """Lines from other threads (the mails) wait until the description has been printed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[str] | None = []
+
+    def show(self, line: str) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(line)
+            else:
+                print(line, flush=True)
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+            for line in held:
+                print(line, flush=True)
+
+
+def _tick(lab: Lab, pids: dict[int, int | None]) -> tuple[list[str], str]:
+    """Lines about keepalived started or stopped since `pids` (updated), and who holds what.
+    keepalived is followed by its pid file, so a node restarted by hand is followed too."""
+    now = time.strftime("%H:%M:%S")
+    news = []
+    for node in lab.nodes:
+        pid = demo.keepalived_pid(lab, node)
+        if pid != pids.get(node):
+            what = f"keepalived running, pid {pid}" if pid else "keepalived not running"
+            news.append(f"{now}  n{node}: {what}")
+            pids[node] = pid
+    running = {node for node, pid in pids.items() if pid}
+    status = []
+    for inst in lab.instances:
+        holding = sorted(demo.holders(lab, inst.vrid, running))
+        who = "+".join(f"n{n}" for n in holding) or "nobody"
+        status.append(f"VRID {inst.vrid}: {who}{' (split brain)' * (len(holding) > 1)}")
+    return news, "   ".join(status)
+
+
 def _up(keep: bool, exporters: bool) -> None:
-    with Lab(_demo_instances(), keep_dir=keep) as lab, contextlib.ExitStack() as stack:
-        lab.start_all()
-        print(_describe(lab), flush=True)
+    console = _Console()
+    with (
+        Lab(_demo_instances(), keep_dir=keep, fifo_reader=not exporters) as lab,
+        contextlib.ExitStack() as stack,
+    ):
+        if exporters:  # ka-notify reads the FIFOs: it starts before keepalived, then the rest
+            lines = stack.enter_context(demo.started(lab, console.show))
+        else:
+            lab.start_all()
+        print(_describe(lab, alerting=exporters), flush=True)
         if exporters:
-            print("\nka-exporter (one per namespace, all on this host's loopback):", flush=True)
-            print("\n".join(stack.enter_context(demo.watching(lab))) + "\n", flush=True)
+            print("\nka-exporter (one per namespace), ka-notify (one per node), all on this "
+                  "host's loopback:", flush=True)  # fmt: skip
+            print("\n".join(lines) + "\n", flush=True)
+        pids = {node: demo.keepalived_pid(lab, node) for node in lab.nodes}
         shown = ""
         try:
+            console.release()
             while True:
-                status = []
-                for inst in lab.instances:
-                    holders = sorted(lab.holders(inst.vrid))
-                    who = "+".join(f"n{n}" for n in holders) or "nobody"
-                    status.append(f"VRID {inst.vrid}: {who}{' (split brain)' * (len(holders) > 1)}")
-                line = "   ".join(status)
-                if line != shown:
-                    print(f"{time.strftime('%H:%M:%S')}  {line}", flush=True)
+                news, line = _tick(lab, pids)
+                for item in news:
+                    console.show(item)
+                if line != shown or news:
+                    console.show(f"{time.strftime('%H:%M:%S')}  {line}")
                     shown = line
                 time.sleep(0.5)
         except KeyboardInterrupt:

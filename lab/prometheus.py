@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -37,9 +38,12 @@ class Prometheus:
         ns: str | None = None,
         interval: str = "1s",
         rule_files: list[Path] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
-        """`targets`: job name -> host:port list."""
+        """`targets`: job name -> host:port list; `labels` are put on every target (`cluster`,
+        as the shipped rules expect)."""
         self.targets = targets
+        self.labels = labels or {}
         self.port = port
         self.ns = ns
         self.interval = interval
@@ -54,7 +58,7 @@ class Prometheus:
             "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
             "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": hosts}]}
+                {"job_name": job, "static_configs": [{"targets": hosts, "labels": self.labels}]}
                 for job, hosts in self.targets.items()
             ],
         }
@@ -97,6 +101,41 @@ class Prometheus:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def version(self) -> str:
+        """What the running Prometheus says it is, e.g. `2.42.0+ds` (Debian's build)."""
+        return str(self.get("/api/v1/status/buildinfo")["data"]["version"])
+
+    def page(self, *paths: str) -> str | None:
+        """The first of `paths` this Prometheus serves a page on. Builds differ: Debian's (the
+        version ends in `+ds`) has only the classic UI, under /classic/ (/alerts is a 404);
+        upstream's 2.x has the React UI on /alerts, and 3.x only that."""
+        for path in paths:
+            if self._status(path) == 200:
+                return path
+        return None
+
+    def alerts_page(self) -> str | None:
+        return self.page("/alerts", "/classic/alerts")
+
+    def _status(self, path: str) -> int:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        if self.ns:
+            out = subprocess.run(
+                exec_argv(self.ns, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                    "--max-time", "5", url]),
+                capture_output=True,
+                text=True,
+                check=False,
+            )  # fmt: skip
+            return int(out.stdout or 0)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
 
     def get(self, path: str) -> Any:
         url = f"http://127.0.0.1:{self.port}{path}"
