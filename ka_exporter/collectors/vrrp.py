@@ -49,7 +49,7 @@ NAMES = (
     LOCAL_VIP, LOCAL_MASTER, DUPLICATE, ORPHAN, COLLISION,
 ) = range(len(NAMES))  # fmt: skip
 SAMPLES = tuple(sample_name(name, METRICS[name][0]) for name in NAMES)
-# a router's values, in the order of `_values`, and the family each one is a sample of
+# the families of a router's own values, in the order RouterLines.lines() writes them
 ROUTER_FAMILIES = (PRIORITY, ADVERTS, INTERVAL, LAST_SEEN, RESIGNATIONS)
 ROUTER_SAMPLES = tuple(SAMPLES[f] for f in ROUTER_FAMILIES)
 ALL = (1 << len(NAMES)) - 1
@@ -221,8 +221,8 @@ class VridLines:
             self.labels = VridLabels(vrid.key)
         router = self.labels.router
         self.routers = [RouterLines(r, router(a)) for a, r in vrid.routers.items()]
-        by_router = [k.lines() for k in self.routers]  # a VRID has one router at least
-        self.lines = [list(lines) for lines in zip(*by_router, strict=True)]
+        by_router = [k.lines() for k in self.routers]
+        self.lines = [[lines[j] for lines in by_router] for j in range(len(ROUTER_FAMILIES))]
         for f, lines in zip(ROUTER_FAMILIES, self.lines, strict=True):
             self.chunks[f] = "".join(lines)
         columns = [[""] for _ in NAMES]  # the chunks are copied out by the caller
