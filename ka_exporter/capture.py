@@ -1,4 +1,5 @@
-"""Live capture: one AF_PACKET socket per interface, VRRP-only by a kernel BPF filter.
+"""Live capture: one AF_PACKET socket per interface, VRRP (and address announcements) only, by a
+kernel BPF filter.
 
 The kernel writes the frames the filter passes into a TPACKET_V3 ring mapped into this process,
 stamped with their arrival time, and hands the ring over a block at a time: when a block is full
@@ -32,6 +33,10 @@ FILTER = (
     " or ((ether[12:2] = 0x8100 or ether[12:2] = 0x88a8)"
     " and ((ether[16:2] = 0x0800 and ether[27] = 112)"
     " or (ether[16:2] = 0x86dd and ether[24] = 112)))"
+    # what announces an address: gratuitous ARP, and unsolicited NA (override, to a group);
+    # ordinary ARP and ND, which a busy segment is full of, never leave the kernel
+    " or (arp and arp[14:4] = arp[24:4])"
+    " or (ip6[6] = 58 and ip6[24] = 0xff and ip6[40] = 136 and ip6[44] & 0x20 != 0)"
 )
 # `tcpdump -dd FILTER` on Ethernet: compiled once here so the exporter needs no libpcap at run
 # time; a test recompiles FILTER and compares, so the two cannot drift apart.
@@ -39,30 +44,47 @@ BPF_PROGRAM = (
     (0x28, 0, 0, 0x0000000C),
     (0x15, 0, 9, 0x00000800),
     (0x30, 0, 0, 0x00000017),
-    (0x15, 23, 0, 0x00000070),
+    (0x15, 40, 0, 0x00000070),
     (0x15, 0, 12, 0x00000033),
     (0x30, 0, 0, 0x0000000E),
     (0x54, 0, 0, 0x0000000F),
     (0x64, 0, 0, 0x00000002),
     (0x07, 0, 0, 0x00000003),
     (0x50, 0, 0, 0x0000000E),
-    (0x15, 16, 6, 0x00000070),
+    (0x15, 33, 6, 0x00000070),
     (0x15, 0, 5, 0x000086DD),
     (0x30, 0, 0, 0x00000014),
-    (0x15, 13, 0, 0x00000070),
+    (0x15, 30, 0, 0x00000070),
     (0x15, 0, 2, 0x0000002C),
     (0x30, 0, 0, 0x00000036),
-    (0x15, 10, 0, 0x00000070),
+    (0x15, 27, 0, 0x00000070),
     (0x28, 0, 0, 0x0000000C),
     (0x15, 1, 0, 0x00008100),
-    (0x15, 0, 8, 0x000088A8),
+    (0x15, 0, 7, 0x000088A8),
     (0x28, 0, 0, 0x00000010),
     (0x15, 0, 2, 0x00000800),
     (0x30, 0, 0, 0x0000001B),
-    (0x15, 3, 4, 0x00000070),
-    (0x15, 0, 3, 0x000086DD),
+    (0x15, 20, 3, 0x00000070),
+    (0x15, 0, 2, 0x000086DD),
     (0x30, 0, 0, 0x00000018),
-    (0x15, 0, 1, 0x00000070),
+    (0x15, 17, 0, 0x00000070),
+    (0x28, 0, 0, 0x0000000C),
+    (0x15, 0, 6, 0x00000806),
+    (0x20, 0, 0, 0x0000001C),
+    (0x02, 0, 0, 0x00000002),
+    (0x20, 0, 0, 0x00000026),
+    (0x07, 0, 0, 0x00000004),
+    (0x60, 0, 0, 0x00000002),
+    (0x1D, 9, 10, 0x00000000),
+    (0x15, 0, 9, 0x000086DD),
+    (0x30, 0, 0, 0x00000014),
+    (0x15, 0, 7, 0x0000003A),
+    (0x30, 0, 0, 0x00000026),
+    (0x15, 0, 5, 0x000000FF),
+    (0x30, 0, 0, 0x00000036),
+    (0x15, 0, 3, 0x00000088),
+    (0x30, 0, 0, 0x0000003A),
+    (0x45, 0, 1, 0x00000020),
     (0x06, 0, 0, 0x00040000),
     (0x06, 0, 0, 0x00000000),
 )

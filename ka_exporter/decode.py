@@ -8,6 +8,10 @@ CARP (OpenBSD/FreeBSD carp(4), pfSense, OPNsense, ucarp) shares VRRP's protocol 
 address, first byte and virtual MACs; it is told apart by its fixed layout, not guessed, so a
 CARP neighbour is named as such instead of counted as malformed VRRP. The 802.1Q/802.1ad tags a
 frame carries are returned with it: two VLANs are two segments, even when they reuse a VRID.
+
+A master announces its VIPs to the whole segment, whatever its VRRP mode: gratuitous ARP for
+IPv4, unsolicited neighbour advertisements for IPv6. Those are returned as a `Claim` (this MAC
+answers for this address): the L2 truth of who holds a VIP, heard even where unicast VRRP is not.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Advert(NamedTuple):
     trailer: int  # bytes after the message, e.g. keepalived 2.4's HMAC trailer
     ttl: int
     vlan: str = ""  # VLAN IDs of the tags in the frame, outermost first: "100", "100.200"
+    mac: str = ""  # the frame's source MAC, where the link layer has one
 
     @property
     def interval(self) -> float:
@@ -94,10 +99,22 @@ class Carp(NamedTuple):
     demote: int  # OpenBSD's demotion counter (reserved, 0, on FreeBSD and ucarp)
     ttl: int
     vlan: str = ""
+    mac: str = ""
 
     @property
     def interval(self) -> float:
         return self.advbase + self.advskew / 256
+
+
+class Claim(NamedTuple):
+    """A MAC announcing that it answers for an address: a gratuitous ARP (sender IP = target
+    IP) or an unsolicited neighbour advertisement (override flag, to a multicast group)."""
+
+    time: float
+    family: str
+    address: str
+    mac: str  # ARP's sender hardware address; the NA's target link-layer option, else source
+    vlan: str = ""
 
 
 IPV4 = "ipv4"
@@ -108,6 +125,11 @@ _VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100))
 _IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: skipped
 _IPV6_FRAGMENT = 44
 _GROUP4 = int.from_bytes(socket.inet_aton("224.0.0.18"))
+_ARP = 0x0806
+_ARP_ETHER_IPV4 = b"\x00\x01\x08\x00\x06\x04"  # htype Ethernet, ptype IPv4, hlen 6, plen 4
+_ICMPV6 = 58
+_NEIGHBOR_ADVERT = 136
+_NA_OVERRIDE = 0x20
 # CARP's header: version 2, type 1, vhid, advskew, authlen 7 (counter + SHA-1 HMAC, in 32-bit
 # words), demote, advbase, checksum, 8-byte counter, 20-byte HMAC. Read as VRRPv2, authlen is an
 # address count of 7, which needs 44 bytes: 36 is never a valid VRRP message.
@@ -141,16 +163,20 @@ _Decoded = tuple[Callable[..., Advert | Carp], tuple[object, ...]] | DropReason
 _memo: dict[tuple[bytes, bytes], _Decoded] = {}
 
 
+Decoded = Advert | Carp | Claim | DropReason
+
+
 def decode(
     frame: bytes, time: float, linktype: int = _ETHERNET, key: bytes = _PROCESS_KEY
-) -> Advert | Carp | DropReason:
+) -> Decoded:
     n = len(frame)
-    vlan = ""
+    vlan = mac = ""
     if linktype in (_ETHERNET, _SLL):
         # libpcap puts a stripped 802.1Q tag back into SLL frames, just as it sits in Ethernet
         off = 12 if linktype == _ETHERNET else 14
         if n < off + 2:
             return DropReason.TRUNCATED
+        mac = (frame[6:12] if off == 12 else frame[6 : 6 + min(frame[5], 8)]).hex(":")
         ethertype = frame[off] << 8 | frame[off + 1]
         while ethertype in _VLAN_TAGS:
             if n < off + 6:
@@ -165,6 +191,7 @@ def decode(
         if n < 20:
             return DropReason.TRUNCATED
         ethertype, off = frame[0] << 8 | frame[1], 20
+        mac = frame[12 : 12 + min(frame[11], 8)].hex(":")
     elif linktype in _RAW_IP:
         if n < 1:
             return DropReason.TRUNCATED
@@ -172,13 +199,61 @@ def decode(
     else:
         return DropReason.NOT_VRRP
     if ethertype == 0x0800:
-        return _ipv4(frame, off, time, key, vlan)
+        return _ipv4(frame, off, time, key, vlan, mac)
     if ethertype == 0x86DD:
-        return _ipv6(frame, off, time, key, vlan)
+        return _ipv6(frame, off, time, key, vlan, mac)
+    if ethertype == _ARP:
+        return _arp(frame, off, time, vlan)
     return DropReason.NOT_VRRP
 
 
-def _ipv4(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | DropReason:
+def _arp(frame: bytes, off: int, time: float, vlan: str) -> Claim | DropReason:
+    """Gratuitous ARP, request or reply: the sender's address is the one it asks about. An RFC
+    5227 probe (sender 0.0.0.0) claims nothing yet."""
+    if len(frame) < off + 28:
+        return DropReason.TRUNCATED
+    spa = frame[off + 14 : off + 18]
+    if (
+        frame[off : off + 6] != _ARP_ETHER_IPV4
+        or frame[off + 6] != 0
+        or frame[off + 7] not in (1, 2)
+        or spa != frame[off + 24 : off + 28]
+        or spa == b"\0\0\0\0"
+    ):
+        return DropReason.NOT_VRRP
+    return Claim(time, IPV4, _ntoa(spa), frame[off + 8 : off + 14].hex(":"), vlan)
+
+
+def _neighbour_advert(
+    frame: bytes, p: int, end: int, off: int, time: float, vlan: str, mac: str
+) -> Claim | DropReason:
+    """An unsolicited NA: override flag set, to a multicast group (all-nodes, or a reply to
+    someone's duplicate address detection). A solicited one goes to the asker alone."""
+    if end <= p or frame[p] != _NEIGHBOR_ADVERT:
+        return DropReason.NOT_VRRP
+    if end < p + 24:
+        return DropReason.TRUNCATED
+    if frame[p + 1] != 0 or not frame[p + 4] & _NA_OVERRIDE or frame[off + 24] != 0xFF:
+        return DropReason.NOT_VRRP
+    if frame[off + 7] != 255:
+        return DropReason.TTL
+    src, dst = frame[off + 8 : off + 24], frame[off + 24 : off + 40]
+    size = end - p
+    pseudo = int.from_bytes(src) + int.from_bytes(dst) + size + _ICMPV6
+    if (int.from_bytes(frame[p:end] + bytes(size & 1)) + pseudo) % 0xFFFF:
+        return DropReason.CHECKSUM
+    o = p + 24
+    while o + 8 <= end and frame[o + 1]:
+        if frame[o] == 2 and frame[o + 1] == 1:  # target link-layer address
+            mac = frame[o + 2 : o + 8].hex(":")
+            break
+        o += frame[o + 1] * 8
+    return Claim(time, IPV6, _ntop6(frame[p + 8 : p + 24]), mac, vlan)
+
+
+def _ipv4(
+    frame: bytes, off: int, time: float, key: bytes, vlan: str, mac: str
+) -> Advert | Carp | DropReason:
     if len(frame) < off + 20:
         return DropReason.TRUNCATED
     b0 = frame[off]
@@ -205,10 +280,10 @@ def _ipv4(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert 
         return DropReason.NOT_VRRP
     src = frame[off + 12 : off + 16]
     dst = frame[off + 16 : off + 20]
-    return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key, vlan)
+    return _memoized(frame, p, end, IPV4, src, dst, frame[off + 8], ah, time, key, vlan, mac)
 
 
-def _ipv6(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert | Carp | DropReason:
+def _ipv6(frame: bytes, off: int, time: float, key: bytes, vlan: str, mac: str) -> Decoded:
     if len(frame) < off + 40:
         return DropReason.TRUNCATED
     if frame[off] >> 4 != 6:
@@ -224,11 +299,13 @@ def _ipv6(frame: bytes, off: int, time: float, key: bytes, vlan: str) -> Advert 
         nh, p = frame[p], p + (frame[p + 1] + 1) * 8
     if nh == _IPV6_FRAGMENT:
         return DropReason.FRAGMENT
+    if nh == _ICMPV6:
+        return _neighbour_advert(frame, p, end, off, time, vlan, mac)
     if nh != PROTO_VRRP:
         return DropReason.NOT_VRRP
     src = frame[off + 8 : off + 24]
     dst = frame[off + 24 : off + 40]
-    return _memoized(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key, vlan)
+    return _memoized(frame, p, end, IPV6, src, dst, frame[off + 7], False, time, key, vlan, mac)
 
 
 def _memoized(
@@ -243,6 +320,7 @@ def _memoized(
     time: float,
     key: bytes,
     vlan: str,
+    mac: str,
 ) -> Advert | Carp | DropReason:
     memo_key = (key, b"%c%c%c%s%s%s" % (len(src), ttl, ah, src, dst, frame[p:end]))
     decoded = _memo.get(memo_key)
@@ -254,7 +332,7 @@ def _memoized(
     if isinstance(decoded, DropReason):
         return decoded
     kind, fields = decoded
-    return kind(time, *fields, vlan)
+    return kind(time, *fields, vlan, mac)
 
 
 def _message(

@@ -15,113 +15,44 @@ says nothing of the routers.
 from __future__ import annotations
 
 import copy
-import enum
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
 
-from ka_exporter.decode import Advert, Carp, Checksum, DropReason, decode
+from ka_exporter.carp import CarpTracker, CarpView
+from ka_exporter.claims import Announced, ClaimKey, ClaimTracker, Conflict, MacClaim
+from ka_exporter.decode import Advert, Carp, Claim, DropReason, decode
+from ka_exporter.vrid import (
+    GAP_BUCKETS,
+    GAPPED,
+    MISMATCH_FIELDS,
+    Gaps,
+    Lost,
+    Reason,
+    Router,
+    RouterConfig,
+    Vrid,
+    VridView,
+)
+from ka_exporter.wire import INFINITY, Budget, Event, EventType, Segment, VridKey
 
-INFINITY = float("inf")
-
-
-class Segment(NamedTuple):
-    interface: str
-    netns: str = ""  # "" is the exporter's own namespace
-    vlan: str = ""  # "" untagged; "100", or "100.200" for QinQ (outer first)
-
-    @property
-    def link(self) -> Segment:
-        """The interface the segment is carried on, whatever the VLAN: what goes up and down."""
-        return Segment(self.interface, self.netns) if self.vlan else self
-
-    def tagged(self, vlan: str) -> Segment:
-        """This segment with the tags a frame carried inside it appended (QinQ: outer first)."""
-        return self._replace(vlan=f"{self.vlan}.{vlan}" if self.vlan else vlan)
-
-
-class VridKey(NamedTuple):
-    segment: Segment
-    family: str
-    vrid: int
-
-
-class EventType(enum.StrEnum):
-    MASTER_ELECTED = "master_elected"
-    MASTER_CHANGED = "master_changed"
-    MASTER_LOST = "master_lost"
-    MASTER_RESIGNED = "master_resigned"
-    SPLIT_BRAIN_START = "split_brain_start"
-    SPLIT_BRAIN_END = "split_brain_end"
-    PRIORITY_CHANGED = "priority_changed"
-    ROUTER_APPEARED = "router_appeared"
-    ROUTER_SILENT = "router_silent"
-    CONFIG_MISMATCH_START = "config_mismatch_start"
-    CONFIG_MISMATCH_END = "config_mismatch_end"
-    COLLISION_START = "collision_start"  # a CARP vhid equals the VRID on the segment
-    COLLISION_END = "collision_end"
-
-
-class Reason(enum.StrEnum):
-    """Why the master changed, as the wire shows it: the `reason` of master_* events."""
-
-    FIRST = "first"  # the VRID's first master heard
-    RECOVERED = "recovered"  # a master again after none (master_lost)
-    PREEMPTED = "preempted"  # a higher priority took over while the old master advertised
-    PRIORITY_DROPPED = "priority_dropped"  # preempted after the old master's priority fell
-    RESIGNED = "resigned"  # the old master sent priority 0: keepalived stopping or in FAULT
-    SILENT = "silent"  # the old master stopped advertising: crash, link, partition
-    SPLIT_BRAIN_END = "split_brain_end"  # two masters, and the other one stayed
-
-
-GAPPED = frozenset((Reason.RESIGNED, Reason.SILENT, Reason.RECOVERED))  # the VIP unattended
-# Failover gap buckets, seconds: a preemption takes ~0, a resignation a skew time (~10 ms to
-# 1 s), a silent master its master-down interval (3-4 intervals: ~0.3 s to ~15 s).
-GAP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass(slots=True)
-class Gaps:
-    """The failover gaps of a VRID, as a histogram: counts per GAP_BUCKETS bound (+Inf last)."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * (len(GAP_BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, gap: float) -> None:
-        self.counts[next((i for i, b in enumerate(GAP_BUCKETS) if gap <= b), -1)] += 1
-        self.total += gap
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    time: float
-    type: EventType
-    key: VridKey
-    addresses: tuple[str, ...]  # the routers involved; for changes the new one first
-    detail: dict[str, str | int | float] = field(default_factory=dict)
-
-
-class RouterConfig(NamedTuple):
-    """What a VRID's routers must agree on, as one advert states it."""
-
-    interval_cs: int
-    vips: tuple[str, ...]
-    auth_type: int
-    auth_fingerprint: str
-    ah: bool
-    version: int
-    checksum: Checksum
-
-
-# Mismatch flag -> the RouterConfig fields that must agree among a VRID's routers.
-MISMATCH_FIELDS: dict[str, tuple[str, ...]] = {
-    "interval": ("interval_cs",),
-    "vips": ("vips",),
-    "auth": ("auth_type", "auth_fingerprint", "ah"),
-    "version": ("version",),
-    "checksum": ("checksum",),
-}
+# The model's vocabulary, re-exported: readers import it from here.
+__all__ = [
+    "GAP_BUCKETS",
+    "INFINITY",
+    "MISMATCH_FIELDS",
+    "CarpView",
+    "ClaimView",
+    "Event",
+    "EventType",
+    "Model",
+    "ModelConfig",
+    "Reason",
+    "Router",
+    "Segment",
+    "Vrid",
+    "VridKey",
+    "VridView",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +61,10 @@ class ModelConfig:
     split_brain_debounce: float = 2.0  # overlap of masters to call split-brain (intervals)
     expire_after: float = 10.0  # forget a silent router after this many master-down intervals
     max_routers: int = 4096  # beyond this, new sources are counted, not tracked
+    # keepalived announces a takeover 5 times, and 5 times more garp_master_delay (5 s) later
+    claim_window: float = 10.0  # two MACs announcing one VIP in turns within this: a conflict
+    max_claims: int = 4096  # addresses whose announcements are tracked at most
+    vips: frozenset[str] = frozenset()  # VIPs configured (--vrrp.vip), beside those advertised
 
     def __post_init__(self) -> None:
         # A backup takes over after 3 silent intervals, so a longer tolerance would keep a dead
@@ -145,146 +80,46 @@ class ModelConfig:
             raise ValueError(f"expire-after must be at least 2: {self.expire_after}")
         if self.max_routers < 1:
             raise ValueError(f"max routers must be at least 1: {self.max_routers}")
+        if not 0 < self.claim_window < INFINITY:
+            raise ValueError(f"claim window must be above 0: {self.claim_window}")
+        if self.max_claims < 1:
+            raise ValueError(f"max claims must be at least 1: {self.max_claims}")
 
 
-def master_down_interval(version: int, interval: float, priority: int) -> float:
-    """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is seconds, v3 scales with interval."""
-    skew = (256 - priority) / 256
-    return 3 * interval + (skew * interval if version == 3 else skew)
-
-
-@dataclass(slots=True)
-class Router:
-    address: str
-    priority: int
-    interval_cs: int
-    vips: tuple[str, ...]
-    auth_type: int
-    auth_fingerprint: str
-    version: int
-    checksum: Checksum
-    ah: bool
-    first_seen: float
-    last_seen: float
-    adverts: int = 0
-    resignations: int = 0
-    silent: bool = False
-    acting_since: float = INFINITY  # its first advert since it last became an acting master
-    config: RouterConfig | None = None
-    interval: float = 0.0  # seconds
-    master_down_interval: float = 0.0  # with its own priority: when it counts as silent
-    backup_wait: float = 0.0  # the longest any backup waits for it: priority 1's interval
-
-    def __post_init__(self) -> None:
-        self.retime()
-
-    def retime(self) -> None:
-        self.config = RouterConfig(
-            self.interval_cs,
-            self.vips,
-            self.auth_type,
-            self.auth_fingerprint,
-            self.ah,
-            self.version,
-            self.checksum,
-        )
-        self.interval = self.interval_cs / 100.0
-        self.master_down_interval = master_down_interval(self.version, self.interval, self.priority)
-        self.backup_wait = master_down_interval(self.version, self.interval, 1)
-
-
-class Lost(NamedTuple):
-    """A master as it was when it was lost: its last advert, not whatever it sends later."""
-
-    address: str
-    last_seen: float
-    priority: int
-
-
-@dataclass(slots=True)
-class Vrid:
-    key: VridKey
-    routers: dict[str, Router] = field(default_factory=dict)
-    acting: set[str] = field(default_factory=set)
-    master: str | None = None  # last single master: transitions are changes of this
-    master_priority: int = 0  # the master's priority when it became master
-    lost: Lost | None = None  # the master lost, until the next one is elected
-    had_master: bool = False
-    transitions: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)  # master_* events by reason
-    gaps: Gaps = field(default_factory=Gaps)
-    last_transition: float | None = None
-    split_since: float | None = None
-    split_deadline: float = INFINITY  # set when the overlap begins; only ever extended
-    split_brain: bool = False
-    split_brain_events: int = 0
-    mismatches: frozenset[str] = frozenset()
-    lost_at: float = INFINITY
-    next_deadline: float = INFINITY
-    resumed_at: float = -INFINITY  # its link came back up: silence counts from here, not before
+CLAIM_MEMORY = 3600.0  # seconds an address's announcements are remembered after its last
 
 
 @dataclass(frozen=True, slots=True)
-class VridView:
-    """An immutable copy for readers (metrics, status page, analyze)."""
-
-    key: VridKey
-    masters: tuple[str, ...]
-    master: str | None
-    split_brain: bool
-    split_brain_events: int
-    transitions: int
-    last_transition: float | None
-    mismatches: frozenset[str]
-    routers: tuple[Router, ...]
-    link_down: bool = False  # held as it was when the interface went down
-    carp_collision: bool = False
-    reasons: Mapping[str, int] = field(default_factory=dict)
-    gaps: Gaps = field(default_factory=Gaps)
-
-
-@dataclass(slots=True)
-class CarpSpeaker:
-    address: str
-    advbase: int
-    advskew: int
-    demote: int
-    first_seen: float
-    last_seen: float
-    adverts: int = 0
-
-    @property
-    def interval(self) -> float:
-        return self.advbase + self.advskew / 256 or 1.0  # advbase 0, advskew 0: carp(4) says 1
-
-
-@dataclass(slots=True)
-class CarpGroup:
-    key: VridKey  # the vhid in the place of a VRID: they share the virtual MAC
-    speakers: dict[str, CarpSpeaker] = field(default_factory=dict)
-    resumed_at: float = -INFINITY  # as Vrid.resumed_at
-
-
-@dataclass(frozen=True, slots=True)
-class CarpView:
-    key: VridKey
-    masters: tuple[str, ...]  # only a CARP master advertises: those heard within tolerance
-    speakers: tuple[CarpSpeaker, ...]
-    link_down: bool = False
+class ClaimView:
+    key: ClaimKey
+    vrid: int  # the VRID advertising the address on the segment, 0 when none does
+    macs: tuple[MacClaim, ...]
+    last_mac: str
+    conflict_since: float | None
+    conflicts: int
 
 
 class Model:
     def __init__(self, config: ModelConfig | None = None) -> None:
-        self.config = config or ModelConfig()
+        config = self.config = config or ModelConfig()
         self.vrids: dict[VridKey, Vrid] = {}
-        self.carp: dict[VridKey, CarpGroup] = {}
+        self.budget = Budget(config.max_routers)  # VRRP routers and CARP speakers
+        self._carp = CarpTracker(self.budget, config.master_tolerance, config.expire_after)
+        self.carp = self._carp.groups
         self.collisions: set[VridKey] = set()
-        self.router_count = 0  # VRRP routers and CARP speakers: one cap for both
+        self.claim_budget = Budget(config.max_claims)
+        self._claims = ClaimTracker(self.claim_budget, config.claim_window, CLAIM_MEMORY)
+        self.claims = self._claims.addresses
+        self.untracked_claims = self._claims.untracked
+        self._vip_index: dict[tuple[Segment, str], frozenset[str]] | None = None
         self.rejects: Counter[tuple[Segment, DropReason]] = Counter()
         self.untracked: Counter[Segment] = Counter()
         self.down: dict[Segment, float] = {}  # links down, by Segment.link -> since
         self.events: list[Event] = []
-        self._carp_deadline = INFINITY
+
+    @property
+    def router_count(self) -> int:
+        return self.budget.used
 
     # --- input -------------------------------------------------------------------------------
 
@@ -294,6 +129,8 @@ class Model:
             self.observe(segment.tagged(result.vlan) if result.vlan else segment, result)
         elif type(result) is Carp:
             self.observe_carp(segment.tagged(result.vlan) if result.vlan else segment, result)
+        elif type(result) is Claim:
+            self.observe_claim(segment.tagged(result.vlan) if result.vlan else segment, result)
         else:
             self.rejects[segment, result] += 1  # type: ignore[index]
 
@@ -314,31 +151,19 @@ class Model:
                 if vrid.master is not None and not vrid.acting:
                     vrid.lost_at = now + vrid.routers[vrid.master].backup_wait
                 vrid.next_deadline = self._next_deadline(vrid)
-        for group in self.carp.values():
-            if group.key.segment.link == link:
-                group.resumed_at = now
-        self._carp_deadline = min(self._carp_deadline, now)
+        self._carp.resume(link, now)
 
     def observe_carp(self, segment: Segment, carp: Carp) -> None:
-        key = (segment, carp.family, carp.vhid)
-        group = self.carp.get(key)  # type: ignore[call-overload]
-        speaker = group.speakers.get(carp.src) if group is not None else None
-        if speaker is None:
-            if self.router_count >= self.config.max_routers:
-                self.untracked[segment] += 1
-                return
-            if group is None:
-                group = CarpGroup(VridKey(*key))
-                self.carp[group.key] = group
-            speaker = group.speakers[carp.src] = CarpSpeaker(
-                carp.src, carp.advbase, carp.advskew, carp.demote, carp.time, carp.time
-            )
-            self.router_count += 1
-            self._check_collision(group.key, carp.time)
-        speaker.advbase, speaker.advskew, speaker.demote = carp.advbase, carp.advskew, carp.demote
-        speaker.last_seen = carp.time
-        speaker.adverts += 1
-        self._carp_deadline = min(self._carp_deadline, self._carp_expiry(group, speaker))
+        new = self._carp.observe(segment, carp)
+        if new is None:
+            self.untracked[segment] += 1
+        elif new:
+            self._check_collision(VridKey(segment, carp.family, carp.vhid), carp.time)
+
+    def observe_claim(self, segment: Segment, claim: Claim) -> None:
+        known = self.config.vips | self._vips(segment, claim.family)
+        self._claims.observe(segment, claim, not known or claim.address in known)
+        self._claimed()
 
     def observe(self, segment: Segment, advert: Advert) -> None:
         key = (segment, advert.family, advert.vrid)  # equal to, and cheaper than, a VridKey
@@ -349,7 +174,7 @@ class Model:
             vrid = self.vrids.get(key)  # type: ignore[call-overload]  # settling may expire it
         router = vrid.routers.get(advert.src) if vrid is not None else None
         if router is None:
-            if self.router_count >= self.config.max_routers:
+            if not self.budget.take():
                 self.untracked[segment] += 1
                 return
             if vrid is None:
@@ -370,8 +195,10 @@ class Model:
         for vrid in [v for v in self.vrids.values() if v.next_deadline <= now]:
             if not down or vrid.key.segment.link not in down:
                 self._settle(vrid, now)
-        if self._carp_deadline <= now:
-            self._expire_carp(now)
+        for key in self._carp.expire(now, down):
+            self._check_collision(key, now)
+        self._claims.advance(now)
+        self._claimed()
 
     def pop_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -405,23 +232,55 @@ class Model:
 
     def carp_snapshot(self, now: float) -> list[CarpView]:
         self.advance(now)
-        tolerance, views = self.config.master_tolerance, []
-        for group in self.carp.values():
-            since = self.down.get(group.key.segment.link)
-            at = now if since is None else since
-            speakers = tuple(map(copy.copy, group.speakers.values()))
-            heard = group.resumed_at
-            masters = tuple(
-                sorted(
-                    s.address
-                    for s in speakers
-                    if at - max(s.last_seen, heard) < tolerance * s.interval
-                )
-            )
-            views.append(CarpView(group.key, masters, speakers, since is not None))
-        return views
+        return self._carp.snapshot(now, self.down)
+
+    def claims_snapshot(self, now: float) -> list[ClaimView]:
+        self.advance(now)
+        return [
+            ClaimView(c.key, self._vrid_of(c.key), tuple(map(copy.copy, c.macs.values())),
+                      c.last_mac, c.conflict_since, c.conflicts)
+            for c in self.claims.values()
+        ]  # fmt: skip
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _vips(self, segment: Segment, family: str) -> frozenset[str]:
+        """The VIPs advertised on the segment; rebuilt only after a router's VIPs changed."""
+        if self._vip_index is None:
+            index: dict[tuple[Segment, str], set[str]] = {}
+            for v in self.vrids.values():
+                index.setdefault((v.key.segment, v.key.family), set()).update(
+                    vip for r in v.routers.values() for vip in r.vips
+                )
+            self._vip_index = {k: frozenset(vips) for k, vips in index.items()}
+        return self._vip_index.get((segment, family), frozenset())
+
+    def _vrid_of(self, key: ClaimKey) -> int:
+        """The VRID advertising the address on the segment, 0 when none does."""
+        for v in self.vrids.values():
+            if (v.key.segment, v.key.family) == (key.segment, key.family) and any(
+                key.address in r.vips for r in v.routers.values()
+            ):
+                return v.key.vrid
+        return 0
+
+    def _claimed(self) -> None:
+        """Turns what the claim tracker found into events."""
+        for out in self._claims.out:
+            if isinstance(out, Conflict):
+                c = out.claims
+                kind = EventType.VIP_CONFLICT_START if out.start else EventType.VIP_CONFLICT_END
+                macs = tuple(sorted(c.macs, key=lambda m: -c.macs[m].last))
+                key = VridKey(c.key.segment, c.key.family, self._vrid_of(c.key))
+                self._emit(out.time, kind, key, macs, vip=c.key.address)
+            elif isinstance(out, Announced):
+                after = round(out.time - out.takeover.time, 6)
+                self._emit(out.time, EventType.VIP_ANNOUNCED, out.takeover.key, (out.mac,),
+                           vip=out.address, after_seconds=after)  # fmt: skip
+            else:
+                vips = ",".join(sorted(out.takeover.vips))
+                self._emit(out.time, EventType.ANNOUNCE_MISSING, out.takeover.key, (), vips=vips)
+        self._claims.out.clear()
 
     def _emit(
         self, t: float, kind: EventType, key: VridKey, addrs: tuple[str, ...], **detail: str | float
@@ -440,28 +299,6 @@ class Model:
             self.collisions.discard(key)
             self._emit(t, EventType.COLLISION_END, key, speakers)
 
-    def _carp_expiry(self, group: CarpGroup, speaker: CarpSpeaker) -> float:
-        # as a silent VRRP router: a master-down interval (3 advert intervals) times expire_after
-        seen = max(speaker.last_seen, group.resumed_at)
-        return seen + self.config.expire_after * 3 * speaker.interval
-
-    def _expire_carp(self, now: float) -> None:
-        deadline = INFINITY
-        for key, group in list(self.carp.items()):
-            if self.down and key.segment.link in self.down:
-                continue
-            for address, speaker in list(group.speakers.items()):
-                due = self._carp_expiry(group, speaker)
-                if due <= now:
-                    del group.speakers[address]
-                    self.router_count -= 1
-                else:
-                    deadline = min(deadline, due)
-            if not group.speakers:
-                del self.carp[key]
-                self._check_collision(key, now)
-        self._carp_deadline = deadline
-
     def _add_router(self, vrid: Vrid, a: Advert) -> Router:
         router = Router(
             a.src,
@@ -477,7 +314,7 @@ class Model:
             a.time,
         )
         vrid.routers[a.src] = router
-        self.router_count += 1
+        router.mac = a.mac
         self._emit(a.time, EventType.ROUTER_APPEARED, vrid.key, (a.src,))
         self._check_config(vrid, a.time)
         return router
@@ -486,6 +323,7 @@ class Model:
         t = a.time
         r.adverts += 1
         r.last_seen = t
+        r.mac = a.mac
         old_priority = r.priority
         config = RouterConfig(
             a.interval_cs,
@@ -608,8 +446,10 @@ class Model:
             vrid.last_transition = t
         vrid.master, vrid.had_master, vrid.lost = new.address, True, None
         vrid.master_priority = new.priority
+        self._claims.takeover(vrid.key, new.acting_since, new.vips)
 
     def _check_config(self, vrid: Vrid, t: float) -> None:
+        self._vip_index = None
         configs = [r.config for r in vrid.routers.values()]
         now = frozenset(
             name
@@ -651,6 +491,7 @@ class Model:
             self._fire(vrid, t)
             if not vrid.routers:
                 del self.vrids[vrid.key]
+                self._vip_index = None
                 if vrid.key in self.collisions:
                     self._check_collision(vrid.key, t)
                 return
@@ -690,7 +531,7 @@ class Model:
                 expired.append(r.address)
         for address in expired:
             router = vrid.routers.pop(address)
-            self.router_count -= 1
+            self.budget.give()
             if address == vrid.master:  # silent through a split among others: nothing to lose
                 vrid.master, vrid.lost_at = None, INFINITY
                 vrid.lost = Lost(address, router.last_seen, router.priority)

@@ -54,7 +54,14 @@ class Watcher:
 
     @property
     def local(self) -> frozenset[str]:
-        return frozenset(address for _, address in self.addresses)
+        """The addresses this host answers for: on a link that is down (FRR keeps a backup's
+        VIPs on a macvlan it holds protodown) an address is configured, not held."""
+        states = self.states
+        return frozenset(
+            address
+            for index, address in self.addresses
+            if (state := states.get(index)) is None or state.up
+        )
 
     async def start(self) -> None:
         """Dumps links and addresses; raises if the namespace cannot be watched at all."""

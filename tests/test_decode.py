@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
+    ICMPv6ND_NA,
+    ICMPv6NDOptDstLLAddr,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -23,7 +25,16 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vrrp import VRRP, VRRPv3
 from scapy.packet import Packet, Raw
 
-from ka_exporter.decode import Advert, Carp, Checksum, DropReason, LinkType, decode, fingerprint
+from ka_exporter.decode import (
+    Advert,
+    Carp,
+    Checksum,
+    Claim,
+    DropReason,
+    LinkType,
+    decode,
+    fingerprint,
+)
 from tests import segments
 from tests.frames import (
     FRAMINGS,
@@ -426,7 +437,8 @@ def test_every_reject_reason_is_covered() -> None:
 def test_framings_give_the_same_advert(name: str, framing: str) -> None:
     frame = bytes(kind(name, vrid=42, priority=200))
     vlan = {"dot1q": "42", "qinq": "100.42"}.get(framing, "")
-    assert decoded(*reframe(frame, framing)) == decoded(frame)._replace(vlan=vlan)
+    mac = "" if framing.startswith("raw") else SRC_MAC  # SLL carries the source address too
+    assert decoded(*reframe(frame, framing)) == decoded(frame)._replace(vlan=vlan, mac=mac)
 
 
 @pytest.mark.parametrize(
@@ -687,7 +699,7 @@ def test_carp_is_named_as_carp_with_its_fields(family: str) -> None:
     frame = segments.carp(63, family, advskew=100, advbase=2, demote=3)
     result = decode(frame, 2.5, ETH, KEY)
     src, dst = (segments.CARP_SRC4, GROUP4) if family == "ipv4" else (segments.CARP_SRC6, GROUP6)
-    assert result == Carp(2.5, family, src, dst, 63, 2, 100, 3, 255)
+    assert result == Carp(2.5, family, src, dst, 63, 2, 100, 3, 255, "", "00:00:5e:00:01:01")
     assert result.interval == 2 + 100 / 256
 
 
@@ -720,3 +732,55 @@ def test_carp_header_inside_a_longer_message_is_not_carp() -> None:
 def test_carp_with_ttl_below_255_is_rejected() -> None:
     frame = bytes(replace_message(advert(2, ttl=64), segments.carp_message(7)))
     assert decode(frame, 0.0, ETH, KEY) is DropReason.TTL
+
+
+# ---------------------------------------------------------------------------------------------
+# Address announcements: gratuitous ARP, unsolicited NA
+
+VIP_MAC = "00:00:5e:00:01:33"
+
+
+def garp(op: int = 1, psrc: str = "192.0.2.51", pdst: str | None = None) -> bytes:
+    arp = ARP(op=op, hwsrc=VIP_MAC, psrc=psrc, hwdst="ff:ff:ff:ff:ff:ff", pdst=pdst or psrc)
+    return bytes(Ether(src=VIP_MAC, dst="ff:ff:ff:ff:ff:ff") / arp)
+
+
+def unsolicited_na(
+    target: str = "2001:db8::51", dst: str = "ff02::1", hlim: int = 255, override: int = 1
+) -> bytes:
+    na = ICMPv6ND_NA(tgt=target, R=0, S=0, O=override) / ICMPv6NDOptDstLLAddr(lladdr=VIP_MAC)
+    ip = IPv6(src="fe80::11", dst=dst, hlim=hlim)
+    return bytes(Ether(src="02:00:00:00:00:0b", dst="33:33:00:00:00:01") / ip / na)
+
+
+@pytest.mark.parametrize("op", [1, 2], ids=["request", "reply"])
+def test_gratuitous_arp_is_a_claim(op: int) -> None:
+    assert decode(garp(op), 3.0, ETH, KEY) == Claim(3.0, "ipv4", "192.0.2.51", VIP_MAC)
+
+
+def test_unsolicited_na_is_a_claim_by_its_target_link_layer_address() -> None:
+    assert decode(unsolicited_na(), 3.0, ETH, KEY) == Claim(3.0, "ipv6", "2001:db8::51", VIP_MAC)
+
+
+def test_an_announcement_on_a_vlan_carries_it() -> None:
+    result = decode(segments.tagged(garp(), 100), 0.0, ETH, KEY)
+    assert isinstance(result, Claim) and result.vlan == "100"
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        pytest.param(garp(pdst="192.0.2.1"), DropReason.NOT_VRRP, id="ordinary-arp"),
+        pytest.param(garp(psrc="0.0.0.0", pdst="192.0.2.51"), DropReason.NOT_VRRP, id="probe"),
+        pytest.param(garp(op=3), DropReason.NOT_VRRP, id="rarp-op"),
+        pytest.param(garp()[:30], DropReason.TRUNCATED, id="arp-truncated"),
+        pytest.param(unsolicited_na(dst="fe80::2"), DropReason.NOT_VRRP, id="na-solicited"),
+        pytest.param(unsolicited_na(override=0), DropReason.NOT_VRRP, id="na-no-override"),
+        pytest.param(unsolicited_na(hlim=64), DropReason.TTL, id="na-hop-limit"),
+        pytest.param(
+            patch(unsolicited_na(), 14 + 40 + 2, b"\x00\x00"), DropReason.CHECKSUM, id="na-checksum"
+        ),
+    ],
+)
+def test_what_is_not_an_announcement(frame: bytes, reason: DropReason) -> None:
+    assert decode(frame, 0.0, ETH, KEY) is reason

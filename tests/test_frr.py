@@ -221,11 +221,6 @@ def test_two_frr_routers_one_master_per_vrid_by_source_priority_and_interval(
     assert frr_converged(routers, [V4, V6])  # and FRR still agrees
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a VIP on a protodown macvlan (an FRR backup's) counts as held: false duplicate VIP",
-)
 def test_exporter_on_frr_backup_does_not_count_its_protodown_vip_as_held(
     make_lab: MakeLab, make_frr: MakeFrr
 ) -> None:

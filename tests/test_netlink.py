@@ -88,3 +88,15 @@ def test_the_exporter_leaves_a_vlan_to_its_captured_subinterface() -> None:
     assert capture.left[Segment("eth0")] == frozenset({100})
     assert Segment("eth0.200") not in capture.taps
     assert daemon.model.down == {Segment("eth0"): daemon.model.down[Segment("eth0")]}
+
+
+def test_an_address_on_a_link_that_is_down_is_not_held() -> None:
+    """FRR keeps a backup's VIP on a macvlan it holds protodown: configured, not answered for."""
+    watcher, _ = watch()
+    watcher._handle(newlink(2, "eth0"))
+    watcher._handle(newlink(3, "vrrp4-2-61", IFF_UP))  # up, no carrier
+    for index, address in ((2, "192.0.2.12"), (3, "192.0.2.61"), (1, "127.0.0.1")):
+        watcher._handle(Msg(event="RTM_NEWADDR", index=index, address=address))
+    assert watcher.local == {"192.0.2.12", "127.0.0.1"}  # loopback's state is never tracked
+    watcher._handle(newlink(3, "vrrp4-2-61"))
+    assert "192.0.2.61" in watcher.local
