@@ -160,7 +160,13 @@ def test_fault_resignations_and_failover_and_back(analyses: dict[str, Analysis])
     assert 0 < takeover.time - resigned[0].time < 0.7  # Skew_Time of prio 100 @1 s: 0.61 s
     assert EventType.SPLIT_BRAIN_START not in {e.type for e in a.events}
     assert (v.split_brain_events, v.transitions) == (0, 2)
-    assert a.rejects == {"not_vrrp": 25}  # the gratuitous ARPs
+    assert a.rejects == {}  # its 25 frames besides VRRP are gratuitous ARPs: announcements
+    announced = [e for e in a.events if e.type == EventType.VIP_ANNOUNCED]
+    assert [(e.addresses, e.detail["vip"]) for e in announced] == [
+        (("00:00:5e:00:01:3d",), "192.0.2.61")  # use_vmac: the virtual MAC announces
+    ] * 2
+    assert all(0 <= float(e.detail["after_seconds"]) < 0.01 for e in announced)
+    assert EventType.VIP_CONFLICT_START not in {e.type for e in a.events}
 
 
 # --- JSON ------------------------------------------------------------------------------------
