@@ -83,3 +83,15 @@ def test_carp_collision_fires_and_resolves_per_vlan() -> None:
     assert feed.feed(ev(2.0, EventType.COLLISION_END, key=KEY)) == []  # another segment
     (end,) = feed.feed(ev(3.0, EventType.COLLISION_END, key=v100))
     assert end.status is Status.RESOLVED and end.fingerprint == start.fingerprint
+
+
+def test_vip_conflict_fires_and_resolves_per_vip() -> None:
+    feed = EventAlerts(CTX)
+    macs = ("02:00:00:00:00:0b", "02:00:00:00:00:0a")
+    (start,) = feed.feed(ev(1.0, EventType.VIP_CONFLICT_START, *macs, vip="192.0.2.51"))
+    assert start.name == "VRRPVipConflict" and start.severity is Severity.CRITICAL
+    assert start.labels["vip"] == "192.0.2.51"
+    assert "two MACs announce 192.0.2.51 on eth0" in start.annotations["summary"]
+    assert feed.feed(ev(2.0, EventType.VIP_CONFLICT_END, vip="192.0.2.52")) == []
+    (end,) = feed.feed(ev(3.0, EventType.VIP_CONFLICT_END, macs[0], vip="192.0.2.51"))
+    assert end.status is Status.RESOLVED and end.fingerprint == start.fingerprint

@@ -114,6 +114,20 @@ class EventAlerts:
             )
         if kind is EventType.COLLISION_END:
             return self._resolve("VRRPCarpCollision", event, f"no CARP collision on {where}")
+        if kind in (EventType.VIP_CONFLICT_START, EventType.VIP_CONFLICT_END):
+            vip = str(event.detail.get("vip", ""))
+            on = f"{vip} on {key.segment.interface}" + (f" ({where})" if key.vrid else "")
+            if kind is EventType.VIP_CONFLICT_END:
+                summary = f"one MAC answers for {on}"
+                return self._resolve("VRRPVipConflict", event, summary, vip, label="vip")
+            return self._fire(
+                "VRRPVipConflict",
+                event,
+                Severity.CRITICAL,
+                f"two MACs announce {on} in turns: {addrs} (split-brain as clients see it)",
+                vip,
+                label="vip",
+            )
         if kind is EventType.ROUTER_APPEARED and self.ctx.expected_peers:
             address = event.addresses[0]
             if address not in self.ctx.expected_peers:
@@ -154,18 +168,26 @@ class EventAlerts:
         )
 
     def _fire(
-        self, name: str, event: Event, severity: Severity, summary: str, field_: str = ""
+        self,
+        name: str,
+        event: Event,
+        severity: Severity,
+        summary: str,
+        field_: str = "",
+        label: str = "field",
     ) -> list[Alert]:
         self.open[name, event.key, field_] = event.time
-        extra = {"field": field_} if field_ else None
+        extra = {label: field_} if field_ else None
         return [self._alert(name, event, severity, Status.FIRING, event.time, None, summary, extra)]
 
-    def _resolve(self, name: str, event: Event, summary: str, field_: str = "") -> list[Alert]:
+    def _resolve(
+        self, name: str, event: Event, summary: str, field_: str = "", label: str = "field"
+    ) -> list[Alert]:
         starts = self.open.pop((name, event.key, field_), None)
         if starts is None:
             return []
         severity = Severity.WARNING if name == "VRRPConfigMismatch" else Severity.CRITICAL
-        extra = {"field": field_} if field_ else None
+        extra = {label: field_} if field_ else None
         return [
             self._alert(name, event, severity, Status.RESOLVED, starts, event.time, summary, extra)
         ]
