@@ -418,3 +418,21 @@ def test_every_master_change_has_its_reason_and_a_gap_the_capture_agrees_with(na
         if e.detail["reason"] in ("silent", "resigned"):
             expected = min(t for t, f in mine if f["src"] == new and t > last_old) - last_old
         assert e.detail["gap_seconds"] == pytest.approx(expected, abs=2e-6), e
+
+
+def test_a_ucarp_capture_names_carp_and_the_collision() -> None:
+    """Real ucarp beside keepalived: vhid 63 on keepalived's VRID 63, vhid 64 on its own."""
+    with (DATA / "lab-ucarp.pcap").open("rb") as f:
+        doc = json.loads(to_json(replay(f)))
+    assert doc["rejects"] == {}
+    carp = {c["vhid"]: c for c in doc["carp"]}
+    assert set(carp) == {63, 64}
+    assert {s["address"] for c in carp.values() for s in c["speakers"]} == {
+        "192.0.2.12",
+        "192.0.2.13",
+    }
+    assert carp[64]["speakers"][0]["advskew"] == 40
+    assert [(e["type"], e["vrid"]) for e in doc["events"] if "collision" in e["type"]] == [
+        ("collision_start", 63)
+    ]
+    assert {v["vrid"] for v in doc["vrids"]} == {63}
