@@ -64,6 +64,17 @@ MODEL_FLAGS = {
         int,
         "routers tracked at most; adverts from more sources are counted, not tracked",
     ),
+    "vrrp.claim-window": (
+        "claim_window",
+        float,
+        "seconds within which two MACs announcing one VIP in turns (gratuitous ARP, "
+        "unsolicited NA) is a conflict; at least keepalived's garp_master_delay",
+    ),
+    "vrrp.max-claims": (
+        "max_claims",
+        int,
+        "addresses whose announcements are tracked at most; more are counted, not tracked",
+    ),
 }
 
 
@@ -71,12 +82,19 @@ def add_model_flags(parser: Parser) -> None:
     defaults = ModelConfig()
     for flag, (name, kind, help_text) in MODEL_FLAGS.items():
         parser.flag(flag, type=positive(kind), default=getattr(defaults, name), help=help_text)
+    parser.flag(
+        "vrrp.vip",
+        action="append",
+        type=ip_address,
+        help="a VIP to watch for conflicting announcements where its adverts are not heard "
+        "(unicast VRRP); repeatable. With none known, any address two MACs announce is watched",
+    )
 
 
 def model_config(parser: Parser, args: argparse.Namespace) -> ModelConfig:
     values = {name: getattr(args, dest(flag)) for flag, (name, _, _) in MODEL_FLAGS.items()}
     try:
-        return ModelConfig(**values)
+        return ModelConfig(**values, vips=frozenset(args.vrrp_vip))
     except ValueError as exc:
         parser.error(str(exc))
 
