@@ -73,7 +73,7 @@ def test_echoed_secrets_are_redacted_everywhere(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="ka_notify")
+    caplog.set_level(logging.DEBUG, logger="ka_exporter.notify")
     slack_ids = [f"T{secrets.randbelow(10**9):09d}", f"B{secrets.randbelow(10**9):09d}"]
     slack_token, bearer = secrets.token_hex(12), secrets.token_urlsafe(24)
     hook_token, query_token = secrets.token_hex(16), secrets.token_urlsafe(16)

@@ -42,7 +42,10 @@ SYSLOG = "/dev/log"
 _SYSLOG_LEVELS = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6}
 _LOG_DAEMON = 3 << 3
 
-log = logging.getLogger("ka_notify")
+# by its name, not __name__: run as `python -m` it is __main__
+log = logging.getLogger("ka_exporter.notify.cli")
+# what the hook and its worker say, from every module of the package, goes to syslog
+reports = logging.getLogger("ka_exporter.notify")
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,8 +108,8 @@ def _hook_logging() -> None:
     stderr = logging.StreamHandler()
     for handler in (Syslog(), stderr):
         handler.setFormatter(_Line())
-        log.addHandler(handler)
-    log.propagate = False
+        reports.addHandler(handler)
+    reports.propagate = False
 
 
 # --- hook ----------------------------------------------------------------------------------
@@ -203,9 +206,9 @@ def spawn_drainer(config: Config) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # keepalived must not wait on pipes we keep open
             os.dup2(null, fd)
-        for handler in log.handlers[:]:
-            log.removeHandler(handler)
-        log.propagate = True
+        for handler in reports.handlers[:]:
+            reports.removeHandler(handler)
+        reports.propagate = True
         syslog = Syslog()
         syslog.setFormatter(logging.Formatter("%(message)s"))
         logging.basicConfig(level=logging.INFO, handlers=[syslog])

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("ka_notify")
+log = logging.getLogger(__name__)
 
 MAX_LINE = 4096  # keepalived's lines are short; longer input is junk, skipped
 

@@ -27,7 +27,7 @@ from ka_exporter.notify.damping import Damper
 from ka_exporter.notify.routing import sinks_for
 from ka_exporter.notify.spool import Instance, Spool, open_private, os_reason, try_lock
 
-log = logging.getLogger("ka_notify")
+log = logging.getLogger(__name__)
 
 DAMPED_STATES = ("MASTER", "BACKUP")  # a flapping pair; FAULT, STOP and priorities always pass
 DAMPER = "damper"  # its name in the spool's kv table

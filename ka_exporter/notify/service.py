@@ -24,7 +24,7 @@ from ka_exporter.notify.spool import Spool, SpoolError, os_reason
 from ka_exporter.notify.worker import Worker
 from ka_exporter.webconfig import Live, WebConfig
 
-log = logging.getLogger("ka_notify")
+log = logging.getLogger(__name__)
 
 
 class StartupError(Exception):

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from ka_exporter.notify.alert import Alert, Status
 
-log = logging.getLogger("ka_notify")
+log = logging.getLogger(__name__)
 
 FILENAME = "spool.db"
 LEASE_SECONDS = 60.0  # a claim older than this is presumed dead (longer than any sink timeout)

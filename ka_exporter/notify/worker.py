@@ -29,7 +29,7 @@ from ka_exporter.notify.secret import Redactor
 from ka_exporter.notify.sink import Reject, Retry, Sink
 from ka_exporter.notify.spool import Delivery, Spool, SpoolError
 
-log = logging.getLogger("ka_notify")
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how late a row another process added may be noticed
 # A sink ends its attempt at its `timeout` with its own, more precise reason (which replica,
