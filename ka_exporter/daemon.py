@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp.web import AppRunner
@@ -27,6 +28,7 @@ from ka_exporter.capture import (
     check_privilege,
 )
 from ka_exporter.collectors import ExporterCollector
+from ka_exporter.history import History
 from ka_exporter.metrics import LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
 from ka_exporter.netlink import Link, Watcher, check_netns
@@ -60,6 +62,7 @@ class Settings:
     expected_peers: tuple[str, ...] = ()  # any other VRRP source is an unknown router
     peers: tuple[str, ...] = ()  # other exporters whose master claims we compare with ours
     ring_size: int = DEFAULT_RING_SIZE  # bytes of capture ring per interface
+    peer_names: Mapping[str, str] = field(default_factory=dict)  # address -> name, for people
 
 
 def selected(segment: Segment, patterns: tuple[str, ...]) -> bool:
@@ -86,6 +89,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model = Model(settings.model)
+        self.history = History()  # the status page's last hour
         self.capture = Capture(self.model, asyncio.get_running_loop(), settings.ring_size)
         self.watchers = {ns: Watcher(ns, self._on_link) for ns in ("", *settings.netns)}
         self.links: dict[Segment, Link] = {}  # the selected interfaces netlink reports
@@ -140,6 +144,8 @@ class Daemon:
             self.settings.telemetry_path,
             self.model.carp_snapshot(now),
             [s for s, link in self.links.items() if not link.up],
+            self.history,
+            self.settings.peer_names,
         )
 
     async def start(self) -> None:
@@ -266,6 +272,7 @@ class Daemon:
             events = self.model.pop_events()
             for event in events:
                 log.info("%s", describe(event))
+            self.history.feed(events, now)
             if self.alerting is not None:
                 views = self.model.snapshot(now, shared=True)  # read before the model changes
                 self.alerting.feed(events, views, self.local().addresses, now)

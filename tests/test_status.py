@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ka_exporter.decode import LinkType
-from ka_exporter.model import Model, Segment
-from ka_exporter.status import render
+from ka_exporter.history import History
+from ka_exporter.model import Event, EventType, Model, Segment, VridKey
+from ka_exporter.status import render, wall
 from tests import segments
+from tests.browser import browse
+from tests.frames import advert
 from tests.states import model_at
 
 NODE1 = {"": frozenset({"192.0.2.11", "192.0.2.51", "192.0.2.52", "192.0.2.152", "192.0.2.53"})}
@@ -15,11 +19,35 @@ NODE2 = {"": frozenset({"192.0.2.12", "192.0.2.51"})}
 ETH0 = Segment("eth0")
 
 
+NAMES = {"192.0.2.11": "lb-a", "192.0.2.12": "lb-b"}
+
+
+def replayed(
+    offset: float, segment: Segment = ETH0, capture: str = "vrrp-all.pcap", window: float = 3600
+) -> tuple[Model, History, float, list[Event]]:
+    """The model at `offset` into the capture, and the history of its events so far."""
+    model, now = model_at(capture, offset, segment)
+    history, events = History(window), model.pop_events()
+    history.feed(events, now)
+    return model, history, now, events
+
+
 def page(
-    offset: float, segment: Segment = ETH0, addresses: dict[str, frozenset[str]] = NODE2
+    offset: float,
+    segment: Segment = ETH0,
+    addresses: dict[str, frozenset[str]] = NODE2,
+    names: dict[str, str] | None = None,
+    window: float = 3600,
 ) -> str:
-    model, now = model_at("vrrp-all.pcap", offset, segment)
-    return render(model.snapshot(now), addresses, now, "node2", "1.2.3", "/metrics")
+    model, history, now, _ = replayed(offset, segment, window=window)
+    return render(
+        model.snapshot(now), addresses, now, "node2", "1.2.3", "/metrics", None, (), history, names
+    )
+
+
+def row_of(html: str, vrid: int) -> tuple[str, str]:
+    (found,) = [(css, cells) for css, cells in rows(html) if f"<b>{vrid}</b>" in cells]
+    return found
 
 
 def rows(html: str) -> list[str]:
@@ -58,9 +86,12 @@ def test_lost_master_after_the_last_resignation() -> None:
 
 
 def test_values_are_escaped_and_no_secret_shown() -> None:
-    html = page(90.5, Segment("<script>x</script>", "ns&1"))
-    assert "<script>x" not in html
+    names = {"192.0.2.11": "<img src=x onerror=alert(1)>", "192.0.2.12": 'b"&'}
+    html = page(110.0, Segment("<script>x</script>", "ns&1"), names=names)
+    assert 'id="events"' in html and 'class="strip"' in html  # the history is on the page too
+    assert "<script>x" not in html and "<img" not in html and 'b"&' not in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "b&quot;&amp;" in html
     assert "ns&amp;1" in html
     for secret in ("secret12", "ahsecret"):
         assert secret not in html
@@ -107,3 +138,115 @@ def test_link_down_is_said_and_no_vrid_of_it_has_no_master() -> None:
     assert "No VRRP adverts heard yet." not in html
     assert "NO MASTER" not in html
     assert html.count(">LINK DOWN<") == 3 + 1  # every VRID, and the CARP group not colliding
+
+
+# --- history: banner, timeline, events, priorities, gone routers -------------------------------
+
+
+def test_banner_names_each_problem_and_since_when() -> None:
+    _, _, _, events = replayed(90.5)
+    html = page(90.5)
+    banner = html[html.index('id="summary"') : html.index("</div>", html.index('id="summary"'))]
+    for e in events:
+        if e.type is EventType.SPLIT_BRAIN_START:
+            since = wall(float(e.detail["since"]))
+            name = f"IPv6 VRID {e.key.vrid}" if e.key.family == "ipv6" else f"VRID {e.key.vrid}"
+            assert f"SPLIT-BRAIN on {name} (eth0) since <span" in banner
+            assert f">{since}</span>" in banner
+    assert banner.count("<li") == 5
+
+
+def test_two_masters_confirming_before_the_debounce() -> None:
+    """VRID 52 (0.5 s adverts): node 2 advertises from 86.35 s, split-brain is called at 87.35 s;
+    in between two masters must not show under an OK badge."""
+    model, _, now, _ = replayed(86.8)
+    (view,) = [v for v in model.snapshot(now) if v.key.vrid == 52]
+    assert len(view.masters) == 2 and not view.split_brain
+    html = page(86.8)
+    css, cells = row_of(html, 52)
+    assert css == "warn" and "2 MASTERS, CONFIRMING…" in cells and ">OK<" not in cells
+    assert "2 MASTERS, CONFIRMING… on VRID 52 (eth0) since" in html
+    assert "SPLIT-BRAIN" not in html
+
+
+def test_dead_routers_are_gone_not_backups() -> None:
+    """At 110 s node 1 has stopped (priority 0): gone, not a backup of VRID 51."""
+    html = page(110.0, names=NAMES)
+    _, cells = row_of(html, 51)
+    backups = cells.split("</td><td>")[5]
+    assert '<span class="gone"><b>lb-a</b> <code>192.0.2.11</code> gone since' in backups
+    assert "(resigned)" in backups and "prio" not in backups
+
+
+def test_events_say_old_to_new_with_reason_and_gap() -> None:
+    html = page(110.0, names=NAMES)
+    events = html[html.index('<table id="events">') :]
+    changed = re.findall(r'<tr data-type="master_changed">(.*?)</tr>', events)
+    assert any(
+        "VRID 51 (eth0)" in row
+        and "lb-a (192.0.2.11) → lb-b (192.0.2.12)" in row
+        and "resigned, gap 0.610 s, priority 0 → 100" in row
+        for row in changed
+    ), changed
+    assert '<tbody class="moment" data-size="8">' in events  # one stop, four VRIDs at once
+    assert re.search(r"<td>\d\d:\d\d:\d\d\.\d{3}</td>", events)  # wall clock
+
+
+def test_strip_draws_masters_split_brain_and_the_gap() -> None:
+    html = page(110.0, names=NAMES)
+    _, cells = row_of(html, 51)
+    svg = cells[cells.index("<svg") : cells.index("</svg>")]
+    kinds = re.findall(r'<rect class="span (\w+)"', svg)
+    assert kinds == ["master", "split", "master", "none", "master"]
+    assert 'role="img"' in svg and "split-brain: lb-a (192.0.2.11) + lb-b (192.0.2.12)" in svg
+    assert "no master (resigned)" in svg  # the failover gap, in the tooltip and aria-label
+    assert "Last hour" in html
+
+
+def test_priority_history_beside_the_router() -> None:
+    model, history, now, events = replayed(7.0, capture="vrrp-prio-change.pcap")
+    html = render(model.snapshot(now), {}, now, "h", "v", "/metrics", history=history)
+    first, second = [e.time for e in events if e.type is EventType.PRIORITY_CHANGED]
+    assert f"(140 → 200 at {wall(second)}; 200 → 140 at {wall(first)})" in html
+
+
+def test_page_stays_small_for_50_flapping_vrids() -> None:
+    model, history = Model(), History()
+    events = []
+    for vrid in range(1, 51):
+        key = VridKey(ETH0, "ipv4", vrid)
+        for t in range(0, 3600, 30):  # a change every 30 s, all hour long
+            new, old = ("192.0.2.11", "192.0.2.12")[:: 1 if t % 60 else -1]
+            detail = {"reason": "silent", "gap_seconds": 3.6, "old_priority": 100}
+            events.append(Event(float(t), EventType.MASTER_CHANGED, key, (new, old), detail))
+        frame = bytes(advert(3, vrid=vrid, priority=100, src="192.0.2.11"))
+        model.ingest(ETH0, 3600.0, frame, LinkType.ETHERNET)
+    events.sort(key=lambda e: e.time)
+    history.feed(events, 3600.0)
+    html = render(model.snapshot(3600.0), {}, 3600.0, "h", "v", "/metrics", history=history)
+    assert html.count('class="strip"') == 50
+    assert len(html.encode()) < 600_000  # a strip holds 40 spans at most: ~470 kB
+
+
+# --- in a browser --------------------------------------------------------------------------------
+
+
+def test_status_page_in_chromium(tmp_path: Path) -> None:
+    """Chromium builds the page's DOM as written: the banner, an SVG strip per VRID with its
+    spans, the events with their reasons, the confirming state; screenshots for a person."""
+    confirming = browse(page(86.8, names=NAMES, window=120), tmp_path, "status-confirming")
+    assert "2 MASTERS, CONFIRMING… on VRID 52 (eth0) since" in confirming
+    split = browse(page(90.5, names=NAMES, window=120), tmp_path, "status-split-brain")
+    summary = re.search(r'<div class="summary bad" id="summary">(.*?)</div>', split, re.DOTALL)
+    assert summary is not None and "5 of 5 VRIDs need attention." in summary.group(1)
+    assert len(re.findall(r"<li[^>]*>SPLIT-BRAIN on ", summary.group(1))) == 5
+    dom = browse(page(110.0, names=NAMES, window=120), tmp_path, "status-after-failover")
+    strips = re.findall(r'<svg class="strip" role="img" aria-label="([^"]*)"(.*?)</svg>', dom)
+    assert len(strips) == 5
+    for label, body in strips:
+        assert "split-brain" in label and "no master (resigned)" in label
+        assert re.findall(r'<rect class="span (\w+)"', body)[:2] == ["master", "split"]
+        assert "<title>" in body
+    changed = re.findall(r'<tr data-type="master_changed">(.*?)</tr>', dom, re.DOTALL)
+    assert sum("→" in row and "resigned, gap" in row for row in changed) == 5
+    assert dom.count('class="gone"') == 5
