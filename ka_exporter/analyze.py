@@ -3,20 +3,25 @@
 Replay uses the same decoder and model as live capture, with packet timestamps as time, so a
 capture taken during an incident shows exactly what the exporter would have said. Each
 interface of a pcapng file is a segment of its own, and so is each VLAN whose tags the frames
-carry (a trunk or mirror-port capture).
+carry (a trunk or mirror-port capture). The events fold into the status page's history, so the
+HTML report draws the same timeline strips, over the whole capture.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
-import time as clock
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import BinaryIO, TextIO
 
 from ka_exporter import pcap
+from ka_exporter.history import History, Span, moments
 from ka_exporter.model import (
+    INFINITY,
     CarpView,
     Event,
     EventType,
@@ -24,10 +29,28 @@ from ka_exporter.model import (
     ModelConfig,
     Router,
     Segment,
+    VridKey,
     VridView,
+)
+from ka_exporter.status import (
+    LEGEND,
+    STRIP_DEFS,
+    STRIP_STYLE,
+    STYLE,
+    Names,
+    colours,
+    event_parts,
+    events_table,
+    keys,
+    stamp,
+    strip,
+    vrid_name,
+    wall,
 )
 
 CAPTURE = "capture"  # segment name when the file does not name its interface (capture1, ...)
+REPORT_STRIP = 480  # px: the report has room for a wider timeline than the status page
+MAX_SPANS = 10_000  # per VRID: a capture of hours of flapping still ends in bounded memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +63,7 @@ class Analysis:
     rejects: dict[str, int]
     untracked: int
     carp: list[CarpView]
+    history: History
 
 
 def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
@@ -63,8 +87,18 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
     for (_, reason), count in model.rejects.items():
         rejects[reason.value] += count
     vrids.sort(key=lambda v: (v.key.segment, v.key.family, v.key.vrid))
+    history = History(window=INFINITY, max_spans=MAX_SPANS)
+    history.feed(events, end)
     return Analysis(
-        packets, start, end, vrids, events, dict(rejects), sum(model.untracked.values()), carp
+        packets,
+        start,
+        end,
+        vrids,
+        events,
+        dict(rejects),
+        sum(model.untracked.values()),
+        carp,
+        history,
     )
 
 
@@ -97,16 +131,27 @@ def _segment_json(segment: Segment) -> dict[str, object]:
     }
 
 
-def _event_json(e: Event, start: float) -> dict[str, object]:
+def _event_json(e: Event, start: float, moment: int) -> dict[str, object]:
     return {
         "time": e.time,
         "offset": round(e.time - start, 6),
+        "moment": moment,
         "type": e.type.value,
         **_segment_json(e.key.segment),
         "family": e.key.family,
         "vrid": e.key.vrid,
         "addresses": list(e.addresses),
         **e.detail,
+    }
+
+
+def _span_json(s: Span) -> dict[str, object]:
+    return {
+        "kind": s.kind.value,
+        "start": s.start,
+        "end": s.end,
+        "addresses": list(s.addresses),
+        **({"reason": s.reason} if s.reason else {}),
     }
 
 
@@ -127,6 +172,7 @@ def to_json(a: Analysis) -> str:
                 "config_mismatch": sorted(v.mismatches),
                 "carp_collision": v.carp_collision,
                 "routers": [_router_json(r) for r in v.routers],
+                "timeline": [_span_json(s) for s in a.history.track(v.key).spans],
             }
             for v in a.vrids
         ],
@@ -151,7 +197,9 @@ def to_json(a: Analysis) -> str:
             }
             for g in a.carp
         ],
-        "events": [_event_json(e, a.start) for e in a.events],
+        "events": [
+            _event_json(e, a.start, i) for i, moment in enumerate(moments(a.events)) for e in moment
+        ],
         "rejects": a.rejects,
         "untracked_adverts": a.untracked,
     }
@@ -183,28 +231,31 @@ def use_colour(out: TextIO) -> bool:
     return out.isatty() and "NO_COLOR" not in os.environ
 
 
-def to_table(a: Analysis, colour: bool = False, name: str = "") -> str:
+def to_table(
+    a: Analysis,
+    colour: bool = False,
+    name: str = "",
+    relative: bool = False,
+    names: Names | None = None,
+) -> str:
     def paint(text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if colour else text
+
+    names = names or Names()
 
     rejected = sum(a.rejects.values())
     lines = [
         paint(f"{name or 'capture'}: ", _BOLD)
         + f"{a.packets} packets, {rejected} rejected"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(a.rejects.items()))})" if rejected else "")
-        + f", {a.end - a.start:.1f} s from {_wall(a.start)}"
+        + f", {a.end - a.start:.1f} s from {stamp(a.start)}"
         + (
             paint(f", {a.untracked} adverts from untracked routers", _YELLOW) if a.untracked else ""
         ),
         "",
     ]
     for v in a.vrids:
-        if v.split_brain:
-            state = paint("SPLIT-BRAIN " + " + ".join(v.masters), _RED)
-        elif v.masters:
-            state = paint("master " + v.masters[0], _GREEN)
-        else:
-            state = paint("no master", _YELLOW)
+        state = paint(_state(v, names), _RED if v.split_brain else _GREEN if v.masters else _YELLOW)
         flags = [f"{v.transitions} transitions", f"{v.split_brain_events} split-brain episodes"]
         flags += [paint(f"{m} mismatch", _YELLOW) for m in sorted(v.mismatches)]
         if v.carp_collision:
@@ -214,7 +265,7 @@ def to_table(a: Analysis, colour: bool = False, name: str = "") -> str:
         for r in sorted(v.routers, key=lambda r: -r.priority):
             auth = _AUTH.get(r.auth_type, str(r.auth_type))
             lines.append(
-                f"  {r.address:<28} prio {r.priority:>3}  {r.adverts:>6} adverts  "
+                f"  {names.text(r.address):<28} prio {r.priority:>3}  {r.adverts:>6} adverts  "
                 f"every {r.interval:g} s  v{r.version}  auth {auth}  "
                 f"checksum {r.checksum.value}  VIPs {' '.join(r.vips) or '-'}"
             )
@@ -229,26 +280,104 @@ def to_table(a: Analysis, colour: bool = False, name: str = "") -> str:
                 f"demote {s.demote}  {s.adverts:>6} adverts"
             )
         lines.append("")
+    when = _clock(a.start, relative)
     lines.append(paint("timeline", _BOLD))
-    for e in a.events:
-        text = f"{e.type.value:<22} {' '.join(e.addresses)}"
-        detail = " ".join(f"{k}={_fmt(k, val, a.start)}" for k, val in e.detail.items())
-        vlan = f" VLAN {e.key.segment.vlan}" if e.key.segment.vlan else ""
-        lines.append(
-            f"  {e.time - a.start:>+10.3f}s  {e.key.family}{vlan} VRID {e.key.vrid:<3} "
-            + paint(text, _EVENT_COLOUR[e.type])
-            + (f"  {detail}" if detail else "")
-        )
+    for moment in moments(a.events):
+        vrids = sorted({e.key.vrid for e in moment})
+        if len(vrids) > 1:  # one cause, many VRIDs: one block
+            spread = (moment[-1].time - moment[0].time) * 1000
+            within = f"within {spread:.0f} ms" if spread >= 1 else "at once"
+            on = " ".join(map(str, vrids))
+            lines.append(
+                f"  {when(moment[0].time)}  "
+                + paint(f"{len(moment)} events {within} on VRIDs {on}", _BOLD)
+            )
+        for e in moment:
+            after = f"+{(e.time - moment[0].time) * 1000:.0f} ms"  # into the block
+            stamp_ = f"{after:>12}" if len(vrids) > 1 else when(e.time)
+            routers, detail = event_parts(e, names, when)
+            vlan = f" VLAN {e.key.segment.vlan}" if e.key.segment.vlan else ""
+            lines.append(
+                f"  {stamp_}  {e.key.family}{vlan} VRID {e.key.vrid:<3} "
+                + paint(f"{e.type.value:<22} {routers}", _EVENT_COLOUR.get(e.type, _DIM))
+                + (f"  {detail}" if detail else "")
+            )
     return "\n".join(lines) + "\n"
+
+
+def _clock(start: float, relative: bool) -> Callable[[float], str]:
+    """Event times as the table shows them: UTC time of day, or seconds since the first frame."""
+    if relative:
+        return lambda t: f"{t - start:>+11.3f}s"
+    return partial(wall, ms=True)
 
 
 def _where(segment: Segment) -> str:
     return segment.interface + (f" VLAN {segment.vlan}" if segment.vlan else "")
 
 
-def _fmt(key: str, value: str | int | float, start: float) -> str:
-    return f"{value - start:+.3f}s" if key == "since" and isinstance(value, float) else str(value)
+# --- HTML ------------------------------------------------------------------------------------
 
 
-def _wall(t: float) -> str:
-    return clock.strftime("%Y-%m-%d %H:%M:%S UTC", clock.gmtime(t))
+def _state(v: VridView, names: Names) -> str:
+    if v.split_brain:
+        return "SPLIT-BRAIN " + " + ".join(map(names.text, v.masters))
+    return f"master {names.text(v.masters[0])}" if v.masters else "no master"
+
+
+def to_html(a: Analysis, name: str = "", relative: bool = False, names: Names | None = None) -> str:
+    """A postmortem's attachment: one self-contained page (inline CSS and SVG, no scripts or
+    external assets) with a timeline strip per VRID over the whole capture and every event."""
+    names = names or Names()
+    e = html.escape
+    longest: dict[VridKey, float] = {}
+    for ev in a.events:
+        if "gap_seconds" in ev.detail:
+            longest[ev.key] = max(float(ev.detail["gap_seconds"]), longest.get(ev.key, 0.0))
+    heard = {r.address for v in a.vrids for r in v.routers}
+    hues = colours([*heard, *(x for e in a.events for x in e.addresses)], names)
+    rows = []
+    for v in a.vrids:
+        track = a.history.track(v.key)
+        mine = {
+            x
+            for x in (
+                *(r.address for r in v.routers),
+                *(x for s in track.spans for x in s.addresses),
+            )
+        }
+        longest_gap = longest.get(v.key)
+        reasons = ", ".join(f"{k} {n}" for k, n in sorted(v.reasons.items())) or "none"
+        cells = [
+            e(vrid_name(v.key)),
+            e(_state(v, names)),
+            f"{v.transitions} transitions, {v.split_brain_events} split-brain<br>"
+            f'<span class="muted">{e(reasons)}</span>',
+            '<span class="muted">none</span>' if longest_gap is None else f"{longest_gap:.3f} s",
+            strip(vrid_name(v.key), track.spans, a.start, a.end, hues, names, REPORT_STRIP)
+            + keys({x: hues[x] for x in sorted(mine)}, names),
+        ]
+        css = "row-bad" if v.split_brain or not v.masters else ""
+        rows.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("VRID", "At the end", "Changes (by reason)", "Longest gap", "Timeline")
+    )
+    when = _clock(a.start, relative)
+    rejected = sum(a.rejects.values())
+    title = f"{name or 'capture'}: VRRP from {stamp(a.start)}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>{STYLE}{STRIP_STYLE}</style></head>
+<body>{STRIP_DEFS}<h1>{e(title)}</h1>
+<div class="sub">{a.packets} packets, {rejected} rejected, {a.end - a.start:.1f} s, from
+{e(stamp(a.start))} to {e(stamp(a.end))}; times {"since the first frame" if relative else "UTC"} ·
+replayed by ka-exporter analyze</div>
+{LEGEND}
+<table id="vrids"><thead><tr>{head}</tr></thead><tbody>
+{"".join(rows)}
+</tbody></table>
+<h2>Events</h2>
+{events_table(moments(a.events), names, when)}
+</body></html>
+"""

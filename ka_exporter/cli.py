@@ -19,6 +19,7 @@ from ka_exporter.flags import Parser, dest
 from ka_exporter.model import ModelConfig
 from ka_exporter.notify import config as notify_config
 from ka_exporter.notify.peers import metrics_url
+from ka_exporter.status import Names
 
 PROG = "ka-exporter"
 ENV_PREFIX = "KA_EXPORTER_"
@@ -104,9 +105,23 @@ def analyze_main(argv: Sequence[str]) -> int:
         f"{PROG} analyze", "Replay a pcap/pcapng capture through the exporter's decoder and model."
     )
     parser.add_argument("file", help="capture file (tcpdump, tshark, -i any)")
-    parser.flag("format", choices=("table", "json"), default="table", help="output format")
+    parser.flag(
+        "format",
+        choices=("table", "json", "html"),
+        default="table",
+        help="output format; html is a self-contained report with a timeline per VRID",
+    )
+    parser.flag(
+        "time",
+        choices=("wall", "relative"),
+        default="wall",
+        help="event times as UTC time of day, or as seconds since the first frame",
+    )
+    add_peer_name_flag(parser)
     add_model_flags(parser)
     args = parser.parse_args(argv)
+    names = Names(dict(args.vrrp_peer_name))
+    relative = args.time == "relative"
     try:
         with open(args.file, "rb") as stream:
             result = analyze.replay(stream, model_config(parser, args))
@@ -114,11 +129,14 @@ def analyze_main(argv: Sequence[str]) -> int:
         parser.exit(2, f"{parser.prog}: error: cannot read {args.file}: {exc.strerror}\n")
     except pcap.PcapError as exc:
         parser.exit(2, f"{parser.prog}: error: {args.file}: {exc}\n")
+    name = os.path.basename(args.file)
     if args.format == "json":
         sys.stdout.write(analyze.to_json(result) + "\n")
+    elif args.format == "html":
+        sys.stdout.write(analyze.to_html(result, name, relative, names))
     else:
         colour = analyze.use_colour(sys.stdout)
-        sys.stdout.write(analyze.to_table(result, colour, os.path.basename(args.file)))
+        sys.stdout.write(analyze.to_table(result, colour, name, relative, names))
     return 0
 
 
@@ -155,6 +173,28 @@ def ip_address(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def peer(text: str) -> tuple[str, str]:
+    """ADDRESS, or ADDRESS=NAME: the address normalised, the name as given ("" for none)."""
+    address, _, name = text.partition("=")
+    return ip_address(address.strip()), name.strip()
+
+
+def peer_name(text: str) -> tuple[str, str]:
+    address, name = peer(text)
+    if not name:
+        raise argparse.ArgumentTypeError(f"not ADDRESS=NAME: {text!r}")
+    return address, name
+
+
+def add_peer_name_flag(parser: Parser) -> None:
+    parser.flag(
+        "vrrp.peer-name",
+        action="append",
+        type=peer_name,
+        help="a name to show beside a router address, ADDRESS=NAME (repeatable)",
+    )
 
 
 def peer_url(text: str) -> str:
@@ -214,10 +254,11 @@ def exporter_main(argv: Sequence[str]) -> int:
     parser.flag(
         "vrrp.expected-peer",
         action="append",
-        type=ip_address,
-        help="a router address expected on the wire (repeatable); with --notify.config, any "
-        "other source is alerted as an unknown router",
+        type=peer,
+        help="a router address expected on the wire, ADDRESS or ADDRESS=NAME (repeatable); "
+        "with --notify.config, any other source is alerted as an unknown router",
     )
+    add_peer_name_flag(parser)
     parser.flag(
         "cluster.peer",
         "peer",
@@ -251,7 +292,8 @@ def exporter_main(argv: Sequence[str]) -> int:
         netns=tuple(args.capture_netns),
         model=model_config(parser, args),
         notify=notify,
-        expected_peers=tuple(args.vrrp_expected_peer),
+        expected_peers=tuple(address for address, _ in args.vrrp_expected_peer),
+        peer_names={a: n for a, n in [*args.vrrp_expected_peer, *args.vrrp_peer_name] if n},
         peers=tuple(args.cluster_peer),
         ring_size=args.capture_ring_size,
     )

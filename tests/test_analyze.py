@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import re
 import struct
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import rdpcap
 
-from ka_exporter.analyze import Analysis, replay, to_json, to_table, use_colour
+from ka_exporter.analyze import Analysis, replay, to_html, to_json, to_table, use_colour
 from ka_exporter.model import Event, EventType
+from ka_exporter.status import Names, wall
 from tests import segments
+from tests.browser import browse
 from tests.frames import advert, pcap_bytes, scapy_fields
 from tests.pcapng import epb, idb, shb
 
@@ -182,6 +186,7 @@ VRID_KEYS = {
     "master_transitions",
     "config_mismatch",
     "routers",
+    "timeline",
 }
 ROUTER_KEYS = {
     "address",
@@ -198,7 +203,8 @@ ROUTER_KEYS = {
     "first_seen",
     "last_seen",
 }
-EVENT_KEYS = {"time", "offset", "type", "interface", "family", "vrid", "addresses"}
+EVENT_KEYS = {"time", "offset", "moment", "type", "interface", "family", "vrid", "addresses"}
+SPAN_KEYS = {"kind", "start", "end", "addresses"}
 DETAIL_KEYS = {
     "master_changed": {"reason", "gap_seconds", "old_priority", "new_priority"},
     "master_elected": {"reason"},
@@ -207,6 +213,7 @@ DETAIL_KEYS = {
     "priority_changed": {"old", "new"},
     "config_mismatch_start": {"field"},
     "config_mismatch_end": {"field"},
+    "vip_announced": {"vip", "after_seconds"},
 }
 
 
@@ -220,6 +227,11 @@ def test_json_has_the_documented_keys(analyses: dict[str, Analysis], name: str) 
     for v in doc["vrids"]:
         assert set(v) == VRID_KEYS
         assert v["family"] in ("ipv4", "ipv6") and 1 <= v["vrid"] <= 255
+        for s in v["timeline"]:
+            assert SPAN_KEYS <= set(s) <= SPAN_KEYS | {"reason"}
+            assert s["kind"] in ("master", "none", "split")
+        ends = [s["end"] for s in v["timeline"]]
+        assert None not in ends[:-1]  # only the last span may still last
         for r in v["routers"]:
             assert set(r) == ROUTER_KEYS
             assert r["version"] in (2, 3) and r["advert_interval_seconds"] > 0
@@ -231,6 +243,8 @@ def test_json_has_the_documented_keys(analyses: dict[str, Analysis], name: str) 
         assert e["offset"] == pytest.approx(e["time"] - doc["start"], abs=1e-6)
     times = [e["time"] for e in doc["events"]]
     assert times == sorted(times)
+    moments = [e["moment"] for e in doc["events"]]
+    assert moments[0] == 0 and all(b - a in (0, 1) for a, b in pairwise(moments))
 
 
 def test_json_auth_of_each_instance(analyses: dict[str, Analysis]) -> None:
@@ -418,6 +432,84 @@ def test_every_master_change_has_its_reason_and_a_gap_the_capture_agrees_with(na
         if e.detail["reason"] in ("silent", "resigned"):
             expected = min(t for t, f in mine if f["src"] == new and t > last_old) - last_old
         assert e.detail["gap_seconds"] == pytest.approx(expected, abs=2e-6), e
+
+
+# --- times, arrows, moments, the HTML report ---------------------------------------------------
+
+
+def timeline(table: str) -> list[str]:
+    return table[table.index("\ntimeline\n") :].splitlines()[2:]
+
+
+def test_table_times_are_wall_clock_unless_relative(analyses: dict[str, Analysis]) -> None:
+    a = analyses["vrrp-prio-change"]
+    first = a.events[0]
+    assert timeline(to_table(a))[0].startswith(f"  {wall(first.time, ms=True)}  ipv4 VRID 71")
+    relative = timeline(to_table(a, relative=True))
+    assert relative[0].startswith("       +0.000s  ipv4 VRID 71")
+    (resigned,) = [line for line in relative if "master_resigned" in line]
+    assert resigned.startswith(f"  {a.events[-1].time - a.start:>+11.3f}s")
+
+
+def test_table_master_changes_read_old_to_new_with_reason_and_gap(
+    analyses: dict[str, Analysis],
+) -> None:
+    a = analyses["vrrp-strict-vmac-fault"]
+    names = Names({"192.0.2.11": "lb-a"})
+    lines = [line for line in timeline(to_table(a, names=names)) if "master_changed" in line]
+    assert len(lines) == 2
+    fault, back = lines
+    assert "lb-a (192.0.2.11) → 192.0.2.12  resigned, gap 0." in fault
+    assert fault.endswith("s, priority 0 → 100")
+    assert "192.0.2.12 → lb-a (192.0.2.11)  preempted, no gap, priority 100 → 200" in back
+
+
+def test_table_groups_what_happened_at_once_across_vrids(analyses: dict[str, Analysis]) -> None:
+    """vrrp-all: node 1 stops, and all five VRIDs resign in the same millisecond: one block."""
+    lines = timeline(to_table(analyses["vrrp-all"], relative=True))
+    blocks = [i for i, line in enumerate(lines) if " events " in line and " on VRIDs " in line]
+    stop = next(i for i in blocks if "5 events at once on VRIDs 51 52 53 54 55" in lines[i])
+    members = lines[stop + 1 : stop + 6]
+    assert all(line.startswith("         +0 ms  ") for line in members)
+    assert [line.split()[5] for line in members] == ["master_resigned"] * 5
+    assert "VRID 52" in lines[stop + 6] and "router_appeared" in lines[stop + 6]  # 0.3 s later
+    assert not lines[stop + 6].endswith(" ms")
+
+
+def report(name: str, **kwargs: object) -> str:
+    with (DATA / f"{name}.pcap").open("rb") as f:
+        return to_html(replay(f), f"{name}.pcap", **kwargs)  # type: ignore[arg-type]
+
+
+def test_html_report_is_self_contained_and_escaped() -> None:
+    page = report("vrrp-all", names=Names({"192.0.2.11": "<b>lb-a</b>"}))
+    assert page.startswith("<!doctype html>")
+    for external in ("<script", "<link", " src=", "url(http", "@import", 'href="http'):
+        assert external not in page
+    assert "<b>lb-a</b>" not in page and "&lt;b&gt;lb-a&lt;/b&gt; (192.0.2.11)" in page
+    assert page.count('<svg class="strip"') == 5
+    assert "secret12" not in page
+
+
+def test_html_report_in_chromium(tmp_path: Path) -> None:
+    """The report as a browser builds it: a strip per VRID over the whole capture (the
+    partition's split-brain, node 1's stop and its gap), and every event, grouped."""
+    names = Names({"192.0.2.11": "lb-a", "192.0.2.12": "lb-b"})
+    dom = browse(report("vrrp-all", names=names), tmp_path, "report-vrrp-all")
+    strips = re.findall(r'<svg class="strip" role="img" aria-label="([^"]*)"(.*?)</svg>', dom)
+    assert len(strips) == 5
+    for label, body in strips:
+        kinds = re.findall(r'<rect class="span (\w+)"', body)
+        assert kinds[:2] == ["master", "split"] and kinds[-2:] == ["master", "none"]
+        assert "no master (resigned)" in label
+    changed = re.findall(r'<tr data-type="master_changed">(.*?)</tr>', dom, re.DOTALL)
+    assert len(changed) == 7 and all("→" in row for row in changed)
+    assert any(
+        "lb-a (192.0.2.11) → lb-b (192.0.2.12)" in r and "resigned, gap" in r for r in changed
+    )
+    assert '<tbody class="moment" data-size="5">' in dom  # the five resignations at once
+    crash = browse(report("lab-double-master", names=names), tmp_path, "report-double-master")
+    assert "silent, gap 3.6" in crash
 
 
 def test_a_ucarp_capture_names_carp_and_the_collision() -> None:

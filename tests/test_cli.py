@@ -152,6 +152,10 @@ def test_truncated_capture(
         ["--vrrp.split-brain-debounce", "inf"],
         ["--vrrp.master-tolerance", "3"],
         ["--vrrp.expire-after", "1"],
+        ["--vrrp.peer-name", "192.0.2.11"],
+        ["--vrrp.peer-name", "lb-a=192.0.2.11"],
+        ["--time", "local"],
+        ["--format", "pdf"],
     ],
     ids=" ".join,
 )
@@ -202,6 +206,33 @@ def test_version(command: str) -> None:
 
 
 # --- environment -----------------------------------------------------------------------------
+
+
+def test_analyze_names_times_and_html(capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["--vrrp.peer-name", "192.0.2.11=lb-a", "--vrrp.peer-name", "192.0.2.12 = lb-b"]
+    rc, out, _ = run(capsys, "analyze", str(ALL), *names, "--time", "relative")
+    assert rc == 0 and "lb-a (192.0.2.11) → lb-b (192.0.2.12)  resigned, gap" in out
+    assert "\n       +0.000s  ipv4 VRID 52  router_appeared        lb-a (192.0.2.11)\n" in out
+    rc, out, _ = run(capsys, "analyze", str(ALL), "--format", "html", *names)
+    assert rc == 0 and out.startswith("<!doctype html>") and out.count('class="strip"') == 5
+
+
+def test_expected_peers_may_be_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[daemon.Settings] = []
+
+    async def started(settings: daemon.Settings) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(daemon, "run", started)
+    monkeypatch.setenv("KA_EXPORTER_VRRP_PEER_NAME", "fe80::0:1=lb-c")
+    peers = ["--vrrp.expected-peer", "192.0.2.11=lb-a", "--vrrp.expected-peer", "192.0.2.12"]
+    assert run(capsys, *peers)[0] == 0
+    (settings,) = seen
+    assert settings.expected_peers == ("192.0.2.11", "192.0.2.12")
+    assert settings.peer_names == {"192.0.2.11": "lb-a", "fe80::1": "lb-c"}
 
 
 def test_environment_sets_the_format(
