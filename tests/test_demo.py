@@ -162,10 +162,13 @@ def test_demo_comes_up_tells_the_story_and_ctrl_c_removes_it() -> None:
         partition = command(console, "split brain:").split("   (")[0]
         subprocess.run(partition, shell=True, check=True)
         console.wait(r"VRID 10: n1\+n2 \(split brain\)", 15, since=mark)
+        peer = re.compile(r'^vrrp_peer_split_brain\{[^}]*vrid="10"[^}]*\} 1', re.M)
+        deadline = time.monotonic() + 15
+        while not peer.search(get(FIRST_PORT + 1, "/metrics")):
+            assert time.monotonic() < deadline, "node 1 never saw the split brain across hosts"
+            time.sleep(0.5)
         split = r"mail: \[n1\] \[FIRING\] demo: split brain on VRID 10 \S+ across hosts"
         console.wait(split, 20, since=mark)
-        peer = re.compile(r'^vrrp_peer_split_brain\{[^}]*vrid="10"[^}]*\} 1', re.M)
-        assert peer.search(get(FIRST_PORT + 1, "/metrics"))
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, console.rest(5)
