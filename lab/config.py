@@ -37,6 +37,14 @@ class Flavour(enum.StrEnum):
         return self is Flavour.V3_V6
 
 
+_GARP_OPTIONS = (
+    "garp_master_delay",
+    "garp_master_repeat",
+    "garp_master_refresh",
+    "garp_master_refresh_repeat",
+)
+
+
 def _default_priorities() -> dict[int, int]:
     return {1: 150, 2: 100}
 
@@ -51,6 +59,16 @@ class Instance:
     advert_int: float = 1.0
     vips: tuple[str, ...] = ()  # with prefix length; default derived from the VRID
     segment: int = 0
+    # What the master announces (gratuitous ARP, unsolicited NA) and from which MAC; None leaves
+    # keepalived's default: garp_master_delay 5 s, garp_master_repeat 5, no refresh.
+    garp_master_delay: int | None = None  # s to the second burst after takeover (0: none)
+    garp_master_repeat: int | None = None  # announcements per burst
+    garp_master_refresh: int | None = None  # s between bursts while master (0: none)
+    garp_master_refresh_repeat: int | None = None  # announcements per refresh burst
+    use_vmac: bool = False  # announce from 00:00:5e:00:01:VRID (IPv6: 00:00:5e:00:02:VRID)
+    unicast: bool = (
+        False  # unicast_peer to the other nodes, for any flavour (V3_UNICAST implies it)
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.vrid <= 255:
@@ -71,6 +89,10 @@ class Instance:
             raise ValueError(f"VRID {self.vrid}: v3 advert_int must be 0.01-40.95 s in 10 ms steps")
         if not 0 <= self.segment < addressing.MAX_SEGMENTS:
             raise ValueError(f"segment must be below {addressing.MAX_SEGMENTS}")
+        for name in _GARP_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1000:
+                raise ValueError(f"VRID {self.vrid}: {name} {value} out of range")
         if not self.vips:
             vip = (
                 f"{addressing.vip_ipv6(self.vrid, self.segment)}/{addressing.IPV6_PREFIX}"
@@ -86,6 +108,15 @@ class Instance:
     @property
     def interface(self) -> str:
         return f"eth{self.segment}"
+
+    @property
+    def is_unicast(self) -> bool:
+        return self.unicast or self.flavour is Flavour.V3_UNICAST
+
+    @property
+    def vmac(self) -> str:
+        """The virtual MAC of the VRID (RFC 5798 7.3), which `use_vmac` announces from."""
+        return f"00:00:5e:00:0{2 if self.flavour.ipv6 else 1}:{self.vrid:02x}"
 
     @property
     def vip_addresses(self) -> tuple[str, ...]:
@@ -163,12 +194,20 @@ def _instance_lines(node: int, inst: Instance, track: str, notify: str) -> list[
         f"    priority {inst.priorities[node]}",
         f"    advert_int {inst.advert_int:g}",
     ]
-    if inst.flavour is Flavour.V3_UNICAST:
+    if inst.use_vmac:
+        lines.append(f"    use_vmac vrrp.{inst.vrid}")
+    lines += [
+        f"    {name} {value}"
+        for name in _GARP_OPTIONS
+        if (value := getattr(inst, name)) is not None
+    ]
+    if inst.is_unicast:
         host = addressing.node_host
-        lines.append(f"    unicast_src_ip {addressing.host_ipv4(host(node), inst.segment)}")
+        address = addressing.host_ipv6 if inst.flavour.ipv6 else addressing.host_ipv4
+        lines.append(f"    unicast_src_ip {address(host(node), inst.segment)}")
         lines.append("    unicast_peer {")
         lines += [
-            f"        {addressing.host_ipv4(host(peer), inst.segment)}"
+            f"        {address(host(peer), inst.segment)}"
             for peer in sorted(inst.priorities)
             if peer != node
         ]

@@ -493,14 +493,20 @@ class Lab:
 
     @contextlib.contextmanager
     def capture(
-        self, path: str | os.PathLike[str], ns: int | str = "mon", ifname: str = "eth0"
+        self,
+        path: str | os.PathLike[str],
+        ns: int | str = "mon",
+        ifname: str = "eth0",
+        *,
+        capture_filter: str = CAPTURE_FILTER,
     ) -> Iterator[Path]:
         """tcpdump VRRP (incl. IPv6 and AH-wrapped) inside `ns` into a pcap while the block runs.
-        The monitor port floods like a hub, so it sees unicast adverts and partitioned nodes."""
+        The monitor port floods like a hub, so it sees unicast adverts and partitioned nodes.
+        `capture_filter` replaces the VRRP-only filter, e.g. to keep gratuitous ARP and NA too."""
         out = Path(path).resolve()
         errors = self.workdir / f"tcpdump-{out.stem}.log"
         argv = ["tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-Z", "root"]
-        argv += ["-w", str(out), CAPTURE_FILTER]
+        argv += ["-w", str(out), capture_filter]
         with errors.open("wb") as err:
             proc = self._procs.spawn(
                 netns.exec_argv(self.ns(ns), argv), Stage.CAPTURE, stdout=err, stderr=err
