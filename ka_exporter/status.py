@@ -1,8 +1,11 @@
 """The status page: one row per segment and VRID, problems first, readable at a glance.
 
-Pure rendering of a snapshot: no I/O, every value escaped, and nothing of an advert's
-authentication beyond its type. CARP neighbours get a table of their own: they are not VRRP
-routers, but one whose vhid is a VRID on the segment is a problem of that VRID.
+Pure rendering of a snapshot and of the history (ka_exporter.history): no I/O, every value
+escaped, and nothing of an advert's authentication beyond its type. The present answers "what
+is wrong", the history "since when, and what happened before": the banner's start times, a
+timeline strip per VRID, the recent events. CARP neighbours get a table of their own: they are
+not VRRP routers, but one whose vhid is a VRID on the segment is a problem of that VRID. The
+strip and the event table are shared with analyze's HTML report.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ka_exporter.history import (
     History,
     Kind,
     Span,
+    Track,
     moments,
 )
 from ka_exporter.model import CarpView, Event, EventType, Router, Segment, VridKey, VridView
@@ -97,10 +101,10 @@ def _where(segment: Segment) -> str:
 
 def vrid_name(key: VridKey) -> str:
     """`VRID 51 (eth0 VLAN 100)`: the VRID as the banner and the report name it, in text."""
-    family = " IPv6" if key.family == "ipv6" else ""
+    family = "IPv6 " if key.family == "ipv6" else ""
     where = (f"{key.segment.netns}/" if key.segment.netns else "") + key.segment.interface
     vlan = f" VLAN {key.segment.vlan}" if key.segment.vlan else ""
-    return f"{family.strip()} VRID {key.vrid} ({where}{vlan})".strip()
+    return f"{family}VRID {key.vrid} ({where}{vlan})"
 
 
 def _badge(severity: str, text: str, title: str = "") -> str:
@@ -344,6 +348,19 @@ def _problems(
     return found
 
 
+def _departure(r: Router, track: Track) -> Departure | None:
+    """Why a router that is not master is no backup either, if it is not: it resigned, or fell
+    silent without yielding to a better master (a backup never advertises, so silence says
+    nothing of one that yielded)."""
+    if r.address in track.gone:
+        return track.gone[r.address]
+    if r.priority == 0:
+        return Departure(r.last_seen, "resigned")
+    if r.silent and r.address not in track.yielded:
+        return Departure(r.last_seen, "silent")
+    return None
+
+
 def _row(
     view: VridView, own: Ownership | None, local: frozenset[str], page: _Page
 ) -> tuple[int, str, list[tuple[str, str, float | None]]]:
@@ -368,24 +385,16 @@ def _row(
 
     masters = "<br>".join(router(a) for a in view.masters) or '<span class="muted">none</span>'
 
-    def gone(r: Router) -> bool:
-        return r.priority == 0 or r.address in track.gone or (
-            r.silent and r.address not in track.yielded
-        )  # fmt: skip
-
-    quiet = [r for r in view.routers if r.address not in view.masters]
+    quiet = sorted(
+        (r for r in view.routers if r.address not in view.masters), key=lambda r: -r.priority
+    )
+    departed = {r.address: d for r in quiet if (d := _departure(r, track)) is not None}
+    departed |= {a: d for a, d in track.gone.items() if a not in routers}  # forgotten since
     backups = [
         f"{router(r.address)} <span class='muted'>last {_ago(r.last_seen, now)}</span>"
-        for r in sorted(quiet, key=lambda r: -r.priority)
-        if not gone(r)
-    ]
-    departed = {
-        r.address: track.gone.get(r.address) or Departure(r.last_seen, "resigned" if
-                                                          r.priority == 0 else "silent")
         for r in quiet
-        if gone(r)
-    }  # fmt: skip
-    departed |= {a: d for a, d in track.gone.items() if a not in routers}  # expired since
+        if r.address not in departed
+    ]
     backups += [
         f'<span class="gone">{names.html(a)} gone since '
         f'<span title="{stamp(d.time)}">{wall(d.time)}</span> ({_e(d.reason)})</span>'
