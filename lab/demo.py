@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
-import functools
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.lab import Lab, wait_for
+from lab.lab import Lab, LabError, wait_for
 from lab.procs import Processes
 from lab.prometheus import Prometheus
 from lab.running import free_port
@@ -45,6 +45,43 @@ def _ready(port: int, path: str = "/-/ready") -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+@dataclass
+class _Started:
+    """A server the demo started: what it is, its process, log and port."""
+
+    what: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    port: int
+    path: str = "/-/ready"
+
+    def up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise LabError(f"{self.what} exited with status {self.proc.returncode}{self._tail()}")
+        return _ready(self.port, self.path)
+
+    def wait(self, timeout: float = 30) -> None:
+        try:
+            wait_for(self.up, timeout, interval=0.1, what=f"{self.what} on port {self.port}")
+        except TimeoutError as exc:
+            raise LabError(f"{exc}{self._tail()}") from None
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()[-5:]
+        except FileNotFoundError:
+            return ""
+        return "".join(f"\n  {self.log.name}: {line}" for line in lines)
+
+
+def _spawn(
+    procs: Processes, what: str, argv: list[str], log: Path, port: int, path: str
+) -> _Started:
+    with log.open("ab") as out:
+        proc = procs.spawn(argv, stdout=out, stderr=out)
+    return _Started(what, proc, log, port, path)
 
 
 class _Mailbox:
@@ -126,6 +163,7 @@ def alerting(
     keepalived starts: it opens the FIFO for writing only once there is a reader."""
     with mail_server(show) as smtp_port:
         started = Alerting(smtp_port)
+        servers = []
         for offset, node in enumerate(lab.nodes):
             n = lab.node(node)
             config = notify_config(lab, node, smtp_port)
@@ -133,11 +171,11 @@ def alerting(
             argv = [_program("ka-notify"), "daemon", "--config", str(config),
                     "--keepalived.notify-fifo", str(n.file("fifo")),
                     "--web.listen-address", f"127.0.0.1:{port}"]  # fmt: skip
-            with (lab.workdir / f"{n.name}.ka-notify.log").open("ab") as log:
-                procs.spawn(argv, stdout=log, stderr=log)
+            log = lab.workdir / f"{n.name}.ka-notify.log"
+            servers.append(_spawn(procs, f"ka-notify of {n.name}", argv, log, port, "/metrics"))
             started.configs[node], started.notify_ports[node] = config, port
-        for port in started.notify_ports.values():
-            wait_for(functools.partial(_ready, port, "/metrics"), 20, what=f"ka-notify on {port}")
+        for server in servers:
+            server.wait()
         yield started
 
 
@@ -151,6 +189,7 @@ def watching(lab: Lab, procs: Processes, alerts: Alerting | None = None) -> Iter
         f"node {i}": FIRST_PORT + offset + 1 for offset, i in enumerate(lab.nodes)
     }
     node_ports = {i: ports[f"node {i}"] for i in lab.nodes}
+    servers = []
     for name, port in ports.items():
         ns = lab.ns("mon") if name == "monitor" else lab.ns(int(name.split()[1]))
         argv = [_program("ka-exporter"), "--web.listen-address", f"127.0.0.1:{port}",
@@ -162,10 +201,10 @@ def watching(lab: Lab, procs: Processes, alerts: Alerting | None = None) -> Iter
                     argv += ["--cluster.peer", f"http://127.0.0.1:{other_port}"]
             if alerts is not None:
                 argv += ["--notify.config", str(alerts.configs[node])]
-        with (lab.workdir / f"exporter-{ns}.log").open("ab") as log:
-            procs.spawn(argv, stdout=log, stderr=log)
-    for port in ports.values():
-        wait_for(functools.partial(_ready, port), 20, what=f"exporter on port {port}")
+        log = lab.workdir / f"exporter-{ns}.log"
+        servers.append(_spawn(procs, f"the exporter of {name}", argv, log, port, "/-/ready"))
+    for server in servers:
+        server.wait()
     targets = {"ka-exporter": [f"127.0.0.1:{p}" for p in ports.values()]}
     if alerts is not None:
         targets["ka-notify"] = [f"127.0.0.1:{p}" for p in alerts.notify_ports.values()]
