@@ -38,13 +38,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1, help="synthetic stream seed (1)")
     parser.add_argument(
         "--only",
-        choices=("live", "metrics"),
-        help="measure and write one section: live (root, ~3 min) or metrics (no network)",
+        choices=("live", "metrics", "l2"),
+        help="measure and write one section: live (root, ~3 min), metrics (no network) or l2"
+        " (root, ARP/ND background and announcement storms, ~2 min)",
     )
     parser.add_argument(
         "--write", type=Path, metavar="MARKDOWN", help="update this file's sections"
     )
-    parser.add_argument("--role", choices=("sender", "capture", "sniff"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=("sender", "capture", "sniff", "l2-capture"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--netns", help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -57,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 children.sender_main(args.netns, args.frames)
             elif args.role == "capture":
                 children.capture_main(args.netns)
+            elif args.role == "l2-capture":
+                from bench.live import l2  # noqa: PLC0415
+
+                l2.capture_main(args.netns)
             else:
                 children.sniff_main(args.netns)
         except (KeyboardInterrupt, BrokenPipeError):
@@ -83,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     started = time.monotonic()
     sections: list[tuple[str, str, str]] = []
-    if args.only != "metrics":
+    if args.only in (None, "live"):
         workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
         try:
             live = run_live(plan, args.seed, workdir)
@@ -92,7 +99,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         sections.append((LIVE_START, LIVE_END, report_live(plan, live, scapy.__version__)))
-    if args.only != "live":
+    if args.only in (None, "l2"):
+        from bench.live import l2  # noqa: PLC0415
+
+        workdir = Path(tempfile.mkdtemp(prefix="bench-l2-"))
+        storm = l2.STORM_FRAMES_QUICK if args.quick else l2.STORM_FRAMES
+        try:
+            l2_results = l2.run_l2(plan, args.seed, workdir, storm)
+        except KeyboardInterrupt:
+            raise SystemExit("interrupted: children stopped, namespaces deleted") from None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        sections.append((l2.L2_START, l2.L2_END, l2.report_l2(plan, l2_results)))
+    if args.only in (None, "metrics"):
         progress("/metrics latency")
         metrics = measure_metrics(plan.metrics_seconds, plan.metrics_min)
         body = report_metrics(metrics, scapy.__version__)

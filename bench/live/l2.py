@@ -1,0 +1,595 @@
+"""bench.live's L2 section: what ordinary ARP and neighbour discovery cost the capture (the
+kernel filter keeps them out of user space), and what a storm of spoofed address announcements
+does to its memory (the claim tracker's cap bounds it).
+
+    python -m bench.live --only l2 [--quick] [--rounds N] [--write docs/benchmarks.md]
+
+The same wire as the live section (`measure.Wire`: two namespaces of the bench's own, a veth
+pair, IPv6 off, eth0 with no address, so nothing in B answers an ARP or ND frame), the same
+sender child, and a capture child of its own (`--role l2-capture`): a fresh
+`ka_exporter.capture.Capture` and `Model` per measurement, with the daemon's tick, that also
+counts what the ring handed to the model and samples its RSS at each tick.
+
+- CPU: a window with no traffic; 10k/s of ordinary ARP requests and replies and ND
+  solicitations and solicited (unicast) advertisements among 64 hosts; 500 adverts/s with and
+  without that background; and, to show what the filter saves, 10k/s of announcements from
+  the same hosts (gratuitous ARP and unsolicited NA), which do reach user space. The cases
+  take turns within a round; the kernel's PACKET_STATISTICS say how many frames passed the
+  filter.
+- Memory: a fresh capture process, idle, then a storm of gratuitous ARPs and unsolicited NAs,
+  every one from a random spoofed MAC, over 6,000 addresses (more than the 4,096-address cap);
+  beside it a fresh process, idle, then as many VRRP adverts from 6,000 spoofed sources (more
+  than the router cap). RSS idle, after, at its peak, and along the storm.
+
+Addresses: 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 only; the multicast groups ND
+uses (all-nodes, solicited-node); locally administered MACs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import random
+import socket
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.live import ADVERT_RATE, IDLE_STOP, IFACE, TICK, TIMES, Msg, Plan, progress
+from ka_exporter.claims import MACS_PER_ADDRESS, RECENT
+
+L2_START, L2_END = "<!-- bench:l2:start -->", "<!-- bench:l2:end -->"
+L2_RATE = 10_000  # frames/s of ordinary ARP and ND background
+HOSTS = 64  # hosts the background is among
+STORM_FRAMES = 200_000
+STORM_FRAMES_QUICK = 40_000
+STORM_RATE = 40_000  # frames/s: below what the capture takes, so memory counts every frame
+STORM_V4 = [f"192.0.2.{i}" for i in range(1, 255)] + [f"198.51.100.{i}" for i in range(1, 255)]
+STORM_V6 = [f"2001:db8:5::{i:x}" for i in range(1, 6_001 - len(STORM_V4))]
+STORM_ADDRESSES = len(STORM_V4) + len(STORM_V6)  # 6,000
+ADVERT_ROUTERS = 20  # the 500 adverts/s come from 10 IPv4 and 10 IPv6 masters
+CPU_CASES = ("idle", "ordinary", "adverts", "adverts+ordinary", "announce")
+BROADCAST = b"\xff" * 6
+
+
+# --- frames --------------------------------------------------------------------------------------
+
+
+def _mac(rng: random.Random) -> bytes:
+    """A random locally administered unicast MAC."""
+    b = bytearray(rng.randbytes(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return bytes(b)
+
+
+def _host(i: int) -> tuple[str, str, str]:
+    """Background host `i`: IPv4, IPv6, MAC."""
+    return f"192.0.2.{i + 1}", f"2001:db8:1::{i + 1:x}", f"02:00:00:00:01:{i:02x}"
+
+
+def _solicited_node(address: str) -> tuple[str, str]:
+    """The solicited-node group of `address`, and its multicast MAC."""
+    low = socket.inet_pton(socket.AF_INET6, address)[13:]
+    group = socket.inet_ntop(socket.AF_INET6, bytes.fromhex("ff02" + "00" * 9 + "01ff") + low)
+    return group, "33:33:ff:" + low.hex(":")
+
+
+def ordinary_frames() -> list[bytes]:
+    """ARP request and reply, NS and solicited NA between neighbours: none announces."""
+    from scapy.layers.inet6 import (  # noqa: PLC0415
+        ICMPv6ND_NA,
+        ICMPv6ND_NS,
+        ICMPv6NDOptDstLLAddr,
+        ICMPv6NDOptSrcLLAddr,
+        IPv6,
+    )
+    from scapy.layers.l2 import ARP, Ether  # noqa: PLC0415
+
+    frames: list[bytes] = []
+    for i in range(HOSTS):
+        ip_i, ip6_i, mac_i = _host(i)
+        ip_j, ip6_j, mac_j = _host((i + 1) % HOSTS)
+        group, group_mac = _solicited_node(ip6_j)
+        frames += [
+            bytes(
+                Ether(src=mac_i, dst="ff:ff:ff:ff:ff:ff")
+                / ARP(op=1, hwsrc=mac_i, psrc=ip_i, hwdst="00:00:00:00:00:00", pdst=ip_j)
+            ),
+            bytes(
+                Ether(src=mac_j, dst=mac_i)
+                / ARP(op=2, hwsrc=mac_j, psrc=ip_j, hwdst=mac_i, pdst=ip_i)
+            ),
+            bytes(
+                Ether(src=mac_i, dst=group_mac)
+                / IPv6(src=ip6_i, dst=group, hlim=255)
+                / ICMPv6ND_NS(tgt=ip6_j)
+                / ICMPv6NDOptSrcLLAddr(lladdr=mac_i)
+            ),
+            bytes(
+                Ether(src=mac_j, dst=mac_i)
+                / IPv6(src=ip6_j, dst=ip6_i, hlim=255)
+                / ICMPv6ND_NA(tgt=ip6_j, R=0, S=1, O=1)
+                / ICMPv6NDOptDstLLAddr(lladdr=mac_j)
+            ),
+        ]
+    return frames
+
+
+def _templates() -> tuple[bytes, bytes]:
+    """A gratuitous ARP request and an unsolicited NA to all-nodes, as keepalived sends them."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6  # noqa: PLC0415
+    from scapy.layers.l2 import ARP, Ether  # noqa: PLC0415
+
+    mac, ip, ip6 = "02:00:00:00:02:00", "192.0.2.1", "2001:db8:5::1"
+    garp = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=mac, psrc=ip, hwdst="ff:ff:ff:ff:ff:ff", pdst=ip
+    )
+    na = (
+        Ether(src=mac, dst="33:33:00:00:00:01")
+        / IPv6(src=ip6, dst="ff02::1", hlim=255)
+        / ICMPv6ND_NA(tgt=ip6, R=0, S=0, O=1)
+        / ICMPv6NDOptDstLLAddr(lladdr=mac)
+    )
+    return bytes(garp), bytes(na)
+
+
+def _garp(template: bytes, address: str, mac: bytes, op: int) -> bytes:
+    b = bytearray(template)
+    ip = socket.inet_aton(address)
+    b[6:12] = b[22:28] = mac
+    b[21] = op
+    b[28:32] = b[38:42] = ip
+    return bytes(b)
+
+
+def _na(template: bytes, address: str, mac: bytes) -> bytes:
+    """The unsolicited NA template for another target and MAC, from the target itself, its
+    ICMPv6 checksum made anew."""
+    from lab.frames import checksum  # noqa: PLC0415
+
+    b = bytearray(template)
+    ip6 = socket.inet_pton(socket.AF_INET6, address)
+    b[6:12] = b[80:86] = mac  # Ethernet source, target link-layer address option
+    b[22:38] = b[62:78] = ip6  # IPv6 source, NA target
+    b[56:58] = bytes(2)
+    pseudo = bytes(b[22:54]) + struct.pack("!I3xB", len(b) - 54, 58)
+    b[56:58] = checksum(pseudo + bytes(b[54:])).to_bytes(2)
+    return bytes(b)
+
+
+def announce_frames() -> list[bytes]:
+    """The background's hosts announcing themselves, one MAC each: no conflict."""
+    garp, na = _templates()
+    frames: list[bytes] = []
+    for i in range(HOSTS):
+        ip, ip6, mac = _host(i)
+        frames += [_garp(garp, ip, bytes.fromhex(mac.replace(":", "")), 1 + i % 2)]
+        frames += [_na(na, ip6, bytes.fromhex(mac.replace(":", "")))]
+    return frames
+
+
+def storm_frames(count: int, seed: int) -> list[bytes]:
+    """Announcements of the storm's addresses in turn, IPv4 and IPv6 alternating, each from a
+    random MAC; ARP requests and replies alternating."""
+    rng = random.Random(seed)
+    garp, na = _templates()
+    frames = []
+    for i in range(count):
+        k = i // 2
+        if i % 2 == 0:
+            frames.append(_garp(garp, STORM_V4[k % len(STORM_V4)], _mac(rng), 1 + k % 2))
+        else:
+            frames.append(_na(na, STORM_V6[k % len(STORM_V6)], _mac(rng)))
+    return frames
+
+
+def advert_frames(count: int) -> tuple[list[bytes], list[bytes]]:
+    """The masters' adverts played at 500/s, and `count` adverts cycled over as many spoofed
+    routers as the storm has addresses, spread over the 255 VRIDs of each family."""
+    from lab.frames import advert, respoof  # noqa: PLC0415
+
+    v4 = bytes(advert(3, src="192.0.2.1", addrlist=["198.51.100.1"]))
+    v6 = bytes(advert(3, "ipv6", src="2001:db8::1", addrlist=["2001:db8::1"]))
+    half = ADVERT_ROUTERS // 2
+    masters = [respoof(v4, f"192.0.2.{200 + i}", i + 1) for i in range(half)]
+    masters += [respoof(v6, f"2001:db8:2::{i + 1:x}", i + 1) for i in range(half)]
+    spoofed = []
+    for i in range(STORM_ADDRESSES // 2):
+        spoofed.append(respoof(v4, STORM_V4[i % len(STORM_V4)], 1 + i % 255))
+        spoofed.append(respoof(v6, STORM_V6[i % len(STORM_V6)], 1 + i % 255))
+    return masters, [spoofed[i % len(spoofed)] for i in range(count)]
+
+
+def build_l2_frames(storm: int, seed: int) -> dict[str, list[bytes]]:
+    """The frame sets, each checked against the decoder: the background decodes to nothing,
+    the announcements to claims of the address and MAC they were built with, the adverts to
+    adverts from as many distinct routers as wanted."""
+    from ka_exporter.decode import Advert, Claim, decode  # noqa: PLC0415
+
+    masters, spoofed = advert_frames(storm)
+    sets = {
+        "ordinary": ordinary_frames(),
+        "announce": announce_frames(),
+        "adverts": masters,
+        "storm": storm_frames(storm, seed),
+        "spoofed": spoofed,
+    }
+    for frame in sets["ordinary"]:
+        if isinstance(decode(frame, 0.0), Advert | Claim):
+            raise SystemExit(f"bench.live: a background frame decodes as {decode(frame, 0.0)}")
+    keys = set()
+    for frame in sets["announce"] + sets["storm"]:
+        claim = decode(frame, 0.0)
+        if not isinstance(claim, Claim) or claim.mac != frame[6:12].hex(":"):
+            raise SystemExit(f"bench.live: an announcement does not decode: {claim}")
+        keys.add(claim.address)
+    hosts = {a for i in range(HOSTS) for a in _host(i)[:2]}
+    stormed = STORM_V4[: (storm + 1) // 2] + STORM_V6[: storm // 2]
+    if keys != hosts | set(stormed):
+        raise SystemExit(f"bench.live: the announcements claim {len(keys):,} addresses")
+    for name, want in (("adverts", ADVERT_ROUTERS), ("spoofed", min(storm, STORM_ADDRESSES))):
+        routers = set()
+        for frame in sets[name]:
+            decoded = decode(frame, 0.0)
+            if not isinstance(decoded, Advert):
+                raise SystemExit(f"bench.live: an advert does not decode: {decoded}")
+            routers.add((decoded.family, decoded.vrid, decoded.src))
+        if len(routers) != want:
+            raise SystemExit(f"bench.live: {name} come from {len(routers):,} routers")
+    return sets
+
+
+# --- the capture child (namespace B) ---------------------------------------------------------
+
+
+async def _session(cmd: Msg, reply: Callable[[Msg], None]) -> Msg:
+    """One measurement: a fresh Capture and Model on eth0, until `expect` frames reached the
+    model, or it saw none for `idle` seconds after some, or `window` seconds passed."""
+    from bench.live.children import _memory, _Meter  # noqa: PLC0415
+    from ka_exporter.capture import Capture  # noqa: PLC0415
+    from ka_exporter.model import Model, Segment  # noqa: PLC0415
+
+    model = Model()
+    capture = Capture(model, asyncio.get_running_loop())
+    handed = [0]
+    ingest = model.ingest
+
+    def counting(segment: Segment, t: float, frame: bytes, linktype: int) -> None:
+        handed[0] += 1
+        ingest(segment, t, frame, linktype)
+
+    model.ingest = counting  # type: ignore[method-assign, assignment]
+    expect, window, idle = int(cmd["expect"]), float(cmd["window"]), float(cmd["idle"])
+    rss: list[tuple[int, int]] = []
+    events = 0
+    try:
+        capture.open(Segment(IFACE))
+        meter = _Meter()
+        start = changed = meter.start
+        seen = 0
+        reply({"ready": True})
+        while True:
+            await asyncio.sleep(TICK)
+            model.advance(time.time())  # the daemon's tick
+            events += len(model.pop_events())
+            now = time.monotonic()
+            if handed[0] != seen:
+                seen, changed = handed[0], now
+                rss.append((seen, _memory()["VmRSS"]))
+            if (
+                (expect and seen >= expect)
+                or (idle and seen and now - changed >= idle)
+                or now - start >= window
+            ):
+                break
+        measured = meter.read()
+        (tap,) = capture.statistics()
+        claims = list(model.claims.values())
+        return {
+            "received": handed[0],
+            "packets": tap.packets,
+            "drops": tap.drops,
+            "wakeups": tap.wakeups,
+            "active": changed - start if seen else measured["wall"],
+            "claims": len(claims),
+            "claim_limit": model.claim_budget.limit,
+            "macs": sum(len(c.macs) for c in claims),
+            "most_macs": max((len(c.macs) for c in claims), default=0),
+            "untracked_claims": sum(model.untracked_claims.values()),
+            "conflicts": sum(c.conflicts for c in claims),
+            "routers": model.router_count,
+            "untracked": sum(model.untracked.values()),
+            "rejects": sum(model.rejects.values()),
+            "events": events + len(model.pop_events()),
+            "rss": rss,
+            **measured,
+        }
+    finally:
+        capture.close_all()
+
+
+async def _loop(reply: Callable[[Msg], None]) -> None:
+    import json  # noqa: PLC0415
+
+    from bench.live.children import _memory  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    lines = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
+    while line := await lines.readline():
+        cmd = json.loads(line)
+        if cmd["cmd"] == "status":
+            reply(_memory())
+        elif cmd["cmd"] == "arm":
+            reply(await _session(cmd, reply))
+
+
+def capture_main(netns: str) -> None:
+    from bench.live.children import _check_netns, _replies  # noqa: PLC0415
+
+    _check_netns(netns)
+    reply = _replies()
+    import ka_exporter.daemon  # noqa: F401, PLC0415  # what the real process imports counts
+
+    asyncio.run(_loop(reply))
+
+
+# --- the parent ----------------------------------------------------------------------------------
+
+
+@dataclass
+class L2Results:
+    cpu: dict[str, list[Msg]]  # case -> the receiver's replies, the sender's under "sender"
+    idle: list[Msg]  # the storm's fresh processes before it
+    storm: list[Msg]
+    spoofed_idle: list[Msg]
+    spoofed: list[Msg]
+    storm_frames: int
+    sizes: dict[str, float]  # mean frame length per set
+
+
+def run_l2(plan: Plan, seed: int, workdir: Path, storm: int) -> L2Results:
+    from bench.live.measure import Bench, Wire  # noqa: PLC0415
+
+    progress("L2: building frames")
+    sets = build_l2_frames(storm, seed)
+    frames_path = workdir / "l2-frames.pickle"
+    with frames_path.open("wb") as f:
+        pickle.dump(sets, f)
+    seconds = plan.cpu_seconds
+    with Wire() as wire:
+        progress(f"L2: namespaces {wire.a}, {wire.b}")
+        sender = wire.start("sender", wire.a, "sender", "--frames", str(frames_path))
+        ka = wire.start("L2 capture", wire.b, "l2-capture")
+        ka.ask({"cmd": "status"}, timeout=60)
+        bench = Bench(plan, wire, sender, {"ka": (ka, {})})
+
+        def cpu(case: str) -> Msg:
+            streams: list[Msg] = []
+            if case.startswith("adverts"):
+                streams.append({"set": "adverts", "rate": ADVERT_RATE, "count": 0})
+            if case.endswith("ordinary"):
+                streams.append({"set": "ordinary", "rate": L2_RATE, "count": 0})
+            if case == "announce":
+                streams.append({"set": "announce", "rate": L2_RATE, "count": 0})
+            for s in streams:
+                s["count"] = round(float(s["rate"]) * seconds)
+            step = bench.step(
+                "ka",
+                streams or [{"set": "adverts", "rate": 1, "count": 0}],
+                window=seconds,
+                max_seconds=seconds + 0.5,
+                expect=0,
+                idle=0,
+            )
+            return {**step.reply, "sets": [s["set"] for s in streams]}
+
+        def fresh(name: str, set_name: str) -> tuple[Msg, Msg]:
+            child = wire.start(name, wire.b, "l2-capture")
+            try:
+                child.ask({"cmd": "status"}, timeout=60)
+                bench.receivers["fresh"] = (child, {})
+                before = bench.step(
+                    "fresh",
+                    [{"set": set_name, "rate": 1, "count": 0}],
+                    window=0.5,
+                    max_seconds=0.1,
+                    expect=0,
+                    idle=0,
+                )
+                after = bench.step(
+                    "fresh",
+                    [{"set": set_name, "rate": STORM_RATE, "count": storm}],
+                    window=storm / STORM_RATE + 20,
+                    max_seconds=storm / STORM_RATE * 2 + 1,
+                    expect=storm,
+                    idle=IDLE_STOP * 4,
+                )
+                return before.reply, after.reply
+            finally:
+                wire.stop(child)
+
+        results = L2Results({c: [] for c in CPU_CASES}, [], [], [], [], storm, {})
+        for r in range(plan.rounds):
+            progress(f"L2 round {r + 1}/{plan.rounds}: CPU")
+            shift = r % len(CPU_CASES)
+            for case in CPU_CASES[shift:] + CPU_CASES[:shift]:
+                results.cpu[case].append(cpu(case))
+            progress(f"L2 round {r + 1}/{plan.rounds}: memory, a storm of announcements")
+            order = [("storm", results.idle, results.storm), ("spoofed", results.spoofed_idle,
+                     results.spoofed)]  # fmt: skip
+            for set_name, idles, afters in order[r % 2 :] + order[: r % 2]:
+                before, after = fresh(f"L2 capture ({set_name})", set_name)
+                idles.append(before)
+                afters.append(after)
+    results.sizes = {name: statistics.mean(len(f) for f in frames) for name, frames in sets.items()}
+    return results
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _mib(kib: float) -> str:
+    return f"{kib / 1024:.1f}"
+
+
+CPU_LABELS = {
+    "idle": "no traffic (baseline)",
+    "ordinary": f"{L2_RATE // 1000}k/s ordinary ARP and ND",
+    "adverts": f"{ADVERT_RATE} adverts/s",
+    "adverts+ordinary": f"{ADVERT_RATE} adverts/s + {L2_RATE // 1000}k/s ordinary ARP and ND",
+    "announce": f"{L2_RATE // 1000}k/s announcements (gratuitous ARP, unsolicited NA): what the"
+    " background would cost if it reached user space",
+}
+
+
+def _share(m: Msg) -> float:
+    return 100 * float(m["cpu"]) / float(m["wall"]) if m["wall"] else 0.0
+
+
+def _offered(m: Msg) -> float:
+    sender = m["sender"]
+    return sum(sender["sent"]) / sender["seconds"] if sender["seconds"] else 0.0
+
+
+def report_l2(plan: Plan, res: L2Results) -> str:
+    from lab.report import cpu_model, kernel, python, today  # noqa: PLC0415
+
+    rounds = plan.rounds
+    pct = {case: [_share(m) for m in ms] for case, ms in res.cpu.items()}
+    per_round = {
+        case: [a / b if b else 0.0 for a, b in zip(pct[case], pct["idle"], strict=True)]
+        for case in CPU_CASES
+    }
+    with_adverts = [
+        a / b if b else 0.0 for a, b in zip(pct["adverts+ordinary"], pct["adverts"], strict=True)
+    ]
+    lines = [
+        f"Measured {today()} with {python()}, {kernel()}, on {cpu_model()}"
+        f" ({os.cpu_count()} cores). Medians of {rounds} round{'s' * (rounds > 1)}.",
+        "",
+        f"**CPU** of the capture process (getrusage, user + system), as a share of one core,"
+        f" over {plan.cpu_seconds:g} s windows, the cases taking turns within each round; the"
+        f" ratio is against the no-traffic window of the same round. Background: ARP requests"
+        f" (broadcast) and replies, neighbour solicitations (to solicited-node groups) and"
+        f" solicited advertisements (unicast, override set) among {HOSTS} hosts, in equal"
+        f" shares, offered at {_median([_offered(m) for m in res.cpu['ordinary']]):,.0f}"
+        ' frames/s (median). "To user space" is what passed the kernel filter'
+        " (PACKET_STATISTICS) of what reached the capture's eth0.",
+        "",
+        f"| case | CPU % of one core | per round | {TIMES} no traffic | to user space |"
+        " model: claims / rejects | loop wake-ups /s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, label in CPU_LABELS.items():
+        ms = res.cpu[case]
+        ratio = "1.00" if case == "idle" else f"{_median(per_round[case]):.2f}"
+        user = (
+            f"{_median([m['packets'] for m in ms]):,.0f} of"
+            f" {_median([m['rx_packets'] for m in ms]):,.0f}"
+        )
+        model = f"{max(m['claims'] for m in ms):,} / {max(m['rejects'] for m in ms):,}"
+        wakeups = f"{_median([m['wakeups'] / m['wall'] for m in ms]):,.0f}"
+        spread = ", ".join(f"{v:.2f}" for v in pct[case])
+        lines.append(
+            f"| {label} | {_median(pct[case]):.2f} | {spread} | {ratio} | {user} | {model} |"
+            f" {wakeups} |"
+        )
+    ordinary = res.cpu["ordinary"] + res.cpu["adverts+ordinary"]
+    background = sum(m["sender"]["sent"][-1] for m in ordinary)
+    adverts = sum(m["sender"]["sent"][0] for m in res.cpu["adverts+ordinary"])
+    passed = sum(m["packets"] for m in ordinary) - adverts  # what passed and was no advert
+    stray = sum(m["claims"] + m["rejects"] for m in ordinary)
+    announce = _median(pct["announce"])
+    per_frame = _median(
+        [1e6 * m["cpu"] / m["received"] for m in res.cpu["announce"] if m["received"]]
+    )
+    lines += [
+        "",
+        f"Ordinary ARP and ND reach user space: {'**none**' if passed == 0 else f'**{passed:,}**'}"
+        f" of the {background:,} background frames sent over all rounds"
+        f" (the model: {stray:,} claims or rejects);"
+        f" with them, {_median(pct['ordinary']):.2f} % of a core against"
+        f" {_median(pct['idle']):.2f} % with no traffic"
+        f" ({_median(per_round['ordinary']):.2f}{TIMES}), and with {ADVERT_RATE} adverts/s"
+        f" {_median(pct['adverts+ordinary']):.2f} % against {_median(pct['adverts']):.2f} %"
+        f" ({_median(with_adverts):.2f}{TIMES} the adverts alone). Let up to user space, as"
+        f" many announcements would cost {announce:.2f} % of a core"
+        f" ({_median(per_round['announce']):.1f}{TIMES} no traffic,"
+        f" {per_frame:,.0f}"
+        " µs per frame with the daemon's tick).",
+        "",
+        *_memory_report(res),
+    ]
+    return "\n".join(lines)
+
+
+def _memory_report(res: L2Results) -> list[str]:
+    n = res.storm_frames
+
+    def row(label: str, ms: list[Msg], idle: list[Msg], tracked: str) -> str:
+        rss = _median([m["VmRSS"] for m in ms])
+        grown = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(ms, idle, strict=True)])
+        peak = _median([m["VmHWM"] for m in ms])
+        base = _median([i["VmRSS"] for i in idle])
+        clean = sum(m["drops"] == 0 and m["received"] == m["sender"]["sent"][0] for m in ms)
+        us = _median([1e6 * m["cpu"] / m["received"] for m in ms if m["received"]])
+        return (
+            f"| {label} | {_mib(base)} | {_mib(rss)} | {_mib(peak)} | {_mib(grown)} |"
+            f" {rss / base:.2f} | {tracked} | {clean}/{len(ms)} | {us:,.1f} |"
+        )
+
+    s, a = res.storm, res.spoofed
+    claims = f"{max(m['claims'] for m in s):,} addresses, {max(m['macs'] for m in s):,} MACs"
+    claims += f" (at most {max(m['most_macs'] for m in s)} per address);"
+    claims += f" {_median([m['untracked_claims'] for m in s]):,.0f} claims untracked"
+    routers = f"{max(m['routers'] for m in a):,} routers;"
+    routers += f" {_median([m['untracked'] for m in a]):,.0f} adverts untracked"
+    lines = [
+        f"**Memory** (VmRSS, and VmHWM for the peak) of a fresh capture process, idle and"
+        f" after {n:,} frames at {STORM_RATE // 1000}k/s (a process per round and case, the"
+        " whole daemon module imported; the 8 MiB ring counts from the start). The storm:"
+        f" gratuitous ARPs (requests and replies) and unsolicited NAs in turn, each from a"
+        f" random spoofed MAC, over {STORM_ADDRESSES:,} addresses ({len(STORM_V4)} IPv4,"
+        f" {len(STORM_V6):,} IPv6), above the cap of {s[0]['claim_limit']:,}; the baseline: as"
+        f" many VRRPv3 adverts cycled over {STORM_ADDRESSES:,} spoofed sources (the same"
+        " addresses, spread over 255 VRIDs per family), above the router cap.",
+        "",
+        f"| process | idle MiB | after MiB | peak MiB | grown MiB | {TIMES} idle | tracked |"
+        " every frame counted | µs per frame |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        row(f"{n:,} spoofed announcements", s, res.idle, claims),
+        row(f"{n:,} adverts from spoofed sources (baseline)", a, res.spoofed_idle, routers),
+    ]
+    grown = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(s, res.idle, strict=True)])
+    adv = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(a, res.spoofed_idle, strict=True)])
+    # RSS along the storm: at the first tick past each quarter of the frames, median of rounds
+    marks, at = [], {}
+    for q in (0.25, 0.5, 0.75, 1.0):
+        at[q] = _median(
+            [next((kib for seen, kib in m["rss"] if seen >= q * n), m["VmRSS"]) for m in s]
+        )
+        marks.append(f"{q:.0%}: {_mib(at[q])}")
+    per_address = max(m["claim_limit"] for m in s) * MACS_PER_ADDRESS
+    lines += [
+        "",
+        f"The storm grows the process by {_mib(grown)} MiB"
+        f" ({grown * 1024 / max(s[0]['claims'], 1):,.0f} bytes per tracked address, its MACs"
+        f" and recent claims included), against {_mib(adv)} MiB for the adverts"
+        f" ({adv / grown if grown else 0:.2f}{TIMES}); RSS along the storm, in MiB, after"
+        f" {', '.join(marks)} of the frames. What the tracker keeps is bounded by its caps,"
+        f" {max(m['claim_limit'] for m in s):,} addresses of {MACS_PER_ADDRESS} MACs each"
+        f" ({per_address:,} MACs) and {RECENT} recent claims per address; past that, a spoofed"
+        " announcement replaces the MAC longest silent or is counted as untracked. Between half"
+        f" and all of the storm the process grew by {_mib(at[1.0] - at[0.5])} MiB.",
+    ]
+    return lines
