@@ -224,7 +224,7 @@ def watching(lab: Lab, procs: Processes, alerts: Alerting | None = None) -> Iter
             lines.append(f"  mail       smtp://127.0.0.1:{alerts.smtp_port}   every mail's "
                          "subject is printed below, prefixed by its node")  # fmt: skip
         lines.append(f"  prometheus http://127.0.0.1:{PROMETHEUS_PORT}/   "
-                     f"try: vrrp_masters, cluster_vrid:vrrp_local_master:sum")  # fmt: skip
+                     "try: vrrp_masters, cluster_vrid:vrrp_local_master:sum")  # fmt: skip
         lines.append(alerts_line(prometheus))
         yield lines
 
@@ -246,7 +246,8 @@ def alerts_line(prometheus: Prometheus) -> str:
 def started(lab: Lab, show: Callable[[str], None] = _print) -> Iterator[list[str]]:
     """Everything of the demo around `lab`, whose keepalived is not running yet: ka-notify
     first (it reads the FIFOs), then keepalived, then the exporters and Prometheus. Every
-    process by PID, stopped in reverse order on the way out."""
+    process is tracked by PID; on the way out Prometheus stops, then the exporters and ka-notify
+    (SIGTERM, SIGKILL after 5 s) and the mail server; the caller's lab stops keepalived."""
     procs = Processes()
     try:
         with alerting(lab, procs, show) as alerts:
