@@ -8,7 +8,6 @@ hook path imports nothing heavy (no aiohttp, no prometheus_client) to stay fast.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from ka_exporter import version
+from ka_exporter.flags import Parser
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 from ka_exporter.notify.config import DEFAULT_PATH, Config, ConfigError, load, make_sinks
@@ -34,7 +34,7 @@ from ka_exporter.notify.intake import (
 from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, try_lock
 
 PROG = "ka-notify"
-ENV_CONFIG = "KA_NOTIFY_CONFIG"
+ENV_PREFIX = "KA_NOTIFY_"  # every flag's variable: --config is KA_NOTIFY_CONFIG
 LOCK_NAME = "drain.lock"
 DRAIN_LINGER = 30.0  # a hook-spawned worker waits this long for a retry before leaving it
 HOOK_LOCK_WAIT = 0.25  # keepalived kills a STOP hook after about 1 s: keep the event elsewhere
@@ -48,17 +48,13 @@ log = logging.getLogger("ka_exporter.notify.cli")
 reports = logging.getLogger("ka_exporter.notify")
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+def command_parser(prog: str, description: str) -> Parser:
+    """A command's flags: dotted, each with its KA_NOTIFY_ variable, errors in one line."""
+    return Parser(prog=prog, description=description, env_prefix=ENV_PREFIX)
 
 
 def config_flag(parser: Parser) -> None:
-    parser.add_argument(
-        "--config",
-        default=os.environ.get(ENV_CONFIG, DEFAULT_PATH),
-        help=f"configuration file (default {DEFAULT_PATH}) [env {ENV_CONFIG}]",
-    )
+    parser.flag("config", default=DEFAULT_PATH, help=f"configuration file (default {DEFAULT_PATH})")
 
 
 def load_config(
@@ -129,28 +125,42 @@ def _notify_form(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def hook_main(argv: Sequence[str]) -> int:
     emitted = process_start()
     options, data = _notify_form(argv)
-    parser = Parser(
-        prog=PROG,
-        description='keepalived notify hook: `notify "ka-notify"` (TYPE NAME STATE PRIORITY '
-        'appended by keepalived), or `notify_master "ka-notify --state MASTER --instance VI_1"`. '
-        "Other commands: daemon, drain, queue, check-config FILE, test --sink NAME.",
+    parser = command_parser(
+        PROG,
+        'keepalived notify hook: `notify "ka-notify"` (TYPE NAME STATE PRIORITY appended by '
+        'keepalived), or `notify_master "ka-notify --keepalived.state MASTER '
+        '--keepalived.instance VI_1"`. Other commands: daemon, drain, queue, check-config FILE, '
+        "test --sink.name NAME.",
     )
     version.add_flag(parser)
     config_flag(parser)
-    parser.add_argument("--state", help="for notify_master & co., which pass no arguments")
-    parser.add_argument("--instance", help="the vrrp_instance (with --state)")
-    parser.add_argument("--type", default="INSTANCE", choices=keepalived.TYPES)
-    parser.add_argument("--priority", type=int, help="the priority (with --state), if known")
+    parser.flag(
+        "keepalived.state", "state", help="for notify_master & co., which pass no arguments"
+    )
+    parser.flag("keepalived.instance", "instance", help="the vrrp_instance (with the state)")
+    parser.flag(
+        "keepalived.type",
+        "type",
+        default="INSTANCE",
+        choices=keepalived.TYPES,
+        help="INSTANCE or GROUP (with the state)",
+    )
+    parser.flag(
+        "keepalived.priority", "priority", type=int, help="the priority (with the state), if known"
+    )
     parser.add_argument("args", nargs="*", help="what keepalived passes: ... TYPE NAME STATE PRIO")
     args = parser.parse_args(options)
+    state, instance = args.keepalived_state, args.keepalived_instance
     _hook_logging()  # from here on, keepalived would hide what the hook says: syslog too
     try:
         if data:
             note = keepalived.parse_argv(data)
-        elif args.state is not None or args.instance is not None:
-            if args.state is None or args.instance is None:
-                parser.error("--state and --instance go together")
-            note = keepalived.from_flags(args.state, args.instance, args.priority, args.type)
+        elif state is not None or instance is not None:
+            if state is None or instance is None:
+                parser.error("--keepalived.state and --keepalived.instance go together")
+            note = keepalived.from_flags(
+                state, instance, args.keepalived_priority, args.keepalived_type
+            )
         else:
             note = keepalived.parse_argv(args.args)
     except keepalived.ParseError as exc:
@@ -261,7 +271,7 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
 
 
 def check_config_main(argv: Sequence[str]) -> int:
-    parser = Parser(prog=f"{PROG} check-config", description="Check a configuration file.")
+    parser = command_parser(f"{PROG} check-config", "Check a configuration file.")
     parser.add_argument("file")
     args = parser.parse_args(argv)
     config = load_config(parser, args.file, check_sinks=True, bare=True)
@@ -274,7 +284,7 @@ def check_config_main(argv: Sequence[str]) -> int:
 
 
 def queue_main(argv: Sequence[str]) -> int:
-    parser = Parser(prog=f"{PROG} queue", description="List pending and dead-letter deliveries.")
+    parser = command_parser(f"{PROG} queue", "List pending and dead-letter deliveries.")
     config_flag(parser)
     args = parser.parse_args(argv)
     config = load_config(parser, args.config)
@@ -294,9 +304,8 @@ def queue_main(argv: Sequence[str]) -> int:
 
 
 def drain_main(argv: Sequence[str]) -> int:
-    parser = Parser(
-        prog=f"{PROG} drain",
-        description="Deliver what is due now and leave (for a timer where no daemon runs).",
+    parser = command_parser(
+        f"{PROG} drain", "Deliver what is due now and leave (for a timer where no daemon runs)."
     )
     config_flag(parser)
     args = parser.parse_args(argv)
@@ -308,15 +317,16 @@ def drain_main(argv: Sequence[str]) -> int:
 
 
 def test_main(argv: Sequence[str]) -> int:
-    parser = Parser(
-        prog=f"{PROG} test", description="Send one test alert through a sink now and report."
-    )
+    parser = command_parser(f"{PROG} test", "Send one test alert through a sink now and report.")
     config_flag(parser)
-    parser.add_argument("--sink", required=True, help="the sink's name in the config")
+    parser.flag("sink.name", "sink", help="the sink's name in the config (required)")
     args = parser.parse_args(argv)
+    name = args.sink_name
+    if not name:
+        parser.error("the following arguments are required: --sink.name")
     config = load_config(parser, args.config, check_sinks=True)
-    if args.sink not in {s.name for s in config.sinks}:
-        parser.error(f"no sink named {args.sink!r} in {args.config}")
+    if name not in {s.name for s in config.sinks}:
+        parser.error(f"no sink named {name!r} in {args.config}")
     import asyncio  # noqa: PLC0415
 
     from ka_exporter.notify.worker import Worker  # noqa: PLC0415
@@ -330,18 +340,18 @@ def test_main(argv: Sequence[str]) -> int:
         source=Source.TEST,
         starts_at=now,
         ends_at=now + 300,
-        labels={"cluster": config.cluster, "instance": host, "sink": args.sink},
+        labels={"cluster": config.cluster, "instance": host, "sink": name},
         annotations={"summary": f"ka-notify test from {host}", "description": "a test alert"},
     )
-    sink = make_sinks(config)[args.sink]
+    sink = make_sinks(config)[name]
     try:
         spool = Spool.open(config.state_dir)
-        spool.enqueue([(alert, [args.sink])], now)
-        delivery = spool.delivery(alert.id, args.sink)
+        spool.enqueue([(alert, [name])], now)
+        delivery = spool.delivery(alert.id, name)
         result, reason = asyncio.run(Worker(spool, {}).deliver(sink, delivery))
     except SpoolError as exc:
         fail(parser.prog, exc)
-    print(f"{args.sink}: {result}" + (f": {reason}" if reason else ""))
+    print(f"{name}: {result}" + (f": {reason}" if reason else ""))
     return 0 if result == "delivered" else 1
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,13 +14,21 @@ from pathlib import Path
 from ka_exporter import web, webconfig
 from ka_exporter.notify import keepalived
 from ka_exporter.notify.alert import Source
-from ka_exporter.notify.cli import PROG, Parser, config_flag, fail, load_config, try_drain_lock
+from ka_exporter.notify.cli import (
+    PROG,
+    command_parser,
+    config_flag,
+    fail,
+    load_config,
+    try_drain_lock,
+)
 from ka_exporter.notify.config import Config, make_sinks
-from ka_exporter.notify.fifo import FifoError, read_lines
+from ka_exporter.notify.fifo import FifoError, ensure_fifo, read_lines
 from ka_exporter.notify.intake import Emitted, arrival, flush, ingest, keep, record
 from ka_exporter.notify.metrics import NotifyMetrics
 from ka_exporter.notify.spool import Spool, SpoolError, os_reason
 from ka_exporter.notify.worker import Worker
+from ka_exporter.runtime import Runtime
 from ka_exporter.webconfig import Live, WebConfig
 
 log = logging.getLogger(__name__)
@@ -78,7 +85,11 @@ async def run(
     fifo: Path | None,
     listen: tuple[str | None, int],
     web_config: WebConfig | None = None,
-) -> None:
+) -> int:
+    """Until SIGTERM or SIGINT (0), or until the worker, the digest loop or the FIFO reader
+    ends, which the runtime logs once with its traceback (1)."""
+    if fifo is not None:
+        ensure_fifo(fifo)  # a path that cannot be the FIFO is a startup error, not a crash
     spool = Spool.open(config.state_dir)
     metrics = NotifyMetrics(spool)
     worker = Worker(spool, make_sinks(config))
@@ -93,72 +104,64 @@ async def run(
     except OSError as exc:
         lock.close()
         raise StartupError(f"cannot listen on {host or ''}:{port}: {os_reason(exc)}") from None
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(feed.flush_loop())]
-    if fifo is not None:
-        tasks.append(asyncio.create_task(read_lines(fifo, feed.line)))
-    log.info("listening on %s:%d, fifo %s", host or "*", port, fifo or "none")
+    runtime = Runtime(log)
+    runtime.handle_signals()
     try:
-        done = asyncio.create_task(stopping.wait())
-        await asyncio.wait([done, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        runtime.spawn(worker.run(), "delivery worker")
+        runtime.spawn(feed.flush_loop(), "digest loop")
+        if fifo is not None:
+            runtime.spawn(read_lines(fifo, feed.line), "fifo reader")
+        log.info("listening on %s:%d, fifo %s", host or "*", port, fifo or "none")
+        return await runtime.wait()
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await runtime.close()
         await runner.cleanup()
         lock.close()
         spool.close()
 
 
 def daemon_main(argv: Sequence[str]) -> int:
-    parser = Parser(
-        prog=f"{PROG} daemon",
-        description="Deliver the spool continuously, read keepalived's notify FIFO, serve "
-        "/metrics.",
+    parser = command_parser(
+        f"{PROG} daemon",
+        "Deliver the spool continuously, read keepalived's notify FIFO, serve /metrics.",
     )
     config_flag(parser)
-    parser.add_argument(
-        "--keepalived.notify-fifo",
-        dest="fifo",
+    parser.flag(
+        "keepalived.notify-fifo",
         type=Path,
         help="keepalived's vrrp_notify_fifo (created if missing)",
     )
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen",
+    parser.flag(
+        "web.listen-address",
         type=_listen,
         default=(None, 9744),
         help="host:port for /metrics (default :9744)",
     )
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config",
+    parser.flag(
+        "web.config.file",
         type=webconfig.from_flag,
         help="TLS and basic auth from this exporter-toolkit web config file (re-read on change)",
     )
-    parser.add_argument(
-        "--log.level", dest="level", choices=("debug", "info", "warning", "error"), default="info"
+    parser.flag(
+        "log.level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="how much to log",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.level.upper(), format="%(asctime)s level=%(levelname)s %(message)s"
+        level=args.log_level.upper(), format="%(asctime)s level=%(levelname)s %(message)s"
     )
     config = load_config(parser, args.config, check_sinks=True)
+    fifo, listen = args.keepalived_notify_fifo, args.web_listen_address
     try:
-        asyncio.run(run(config, args.fifo, args.listen, args.web_config))
+        return asyncio.run(run(config, fifo, listen, args.web_config_file))
     except SpoolError as exc:
         fail(parser.prog, exc)
     except (FifoError, StartupError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except OSError as exc:
         parser.exit(2, f"{parser.prog}: error: {os_reason(exc)}\n")
-    return 0
 
 
 def _listen(text: str) -> tuple[str | None, int]:
