@@ -135,6 +135,7 @@ class Daemon:
 
     def status_page(self) -> str:
         now = self.model_time()
+        self._pass(now)  # the history as far as the table below: the events since the last tick
         return status.render(
             self.model.snapshot(now, shared=True),
             self.local().addresses,
@@ -267,16 +268,19 @@ class Daemon:
 
     async def _tick(self) -> None:
         while True:
-            now = self.model_time()
-            self.model.advance(now)
-            events = self.model.pop_events()
-            for event in events:
-                log.info("%s", describe(event))
-            self.history.feed(events, now)
-            if self.alerting is not None:
-                views = self.model.snapshot(now, shared=True)  # read before the model changes
-                self.alerting.feed(events, views, self.local().addresses, now)
+            self._pass(self.model_time())
             await asyncio.sleep(TICK_SECONDS)
+
+    def _pass(self, now: float) -> None:
+        """Lets the model's time pass and hands its events on: the log, the history, alerts."""
+        self.model.advance(now)
+        events = self.model.pop_events()
+        for event in events:
+            log.info("%s", describe(event))
+        self.history.feed(events, now)
+        if self.alerting is not None:
+            views = self.model.snapshot(now, shared=True)  # read before the model changes
+            self.alerting.feed(events, views, self.local().addresses, now)
 
     def _alert(self, alerts: list[Alert], now: float) -> None:
         if self.alerting is not None:

@@ -142,10 +142,9 @@ STRIP_DEFS = (
     '<rect width="3" height="6" fill="#ff9896"/></pattern></defs></svg>'
 )
 STRIP_STYLE = """
-.strip{display:block} .legend{font-size:.8em;color:#555} .key{white-space:nowrap}
+.strip{display:block} .legend{font-size:.8em;color:#555} .key{white-space:nowrap;margin-right:.6em}
 .legend i{display:inline-block;width:.8em;height:.8em;margin:0 .25em 0 .6em;
 vertical-align:-.05em;border-radius:2px} .legend i:first-child,.key i{margin-left:0}
-.key+.key{margin-left:.6em}
 i.split{background:repeating-linear-gradient(45deg,#7a0000 0 2px,#ff9896 2px 4px)}
 .gone{color:#888} .gone code{text-decoration:line-through} tbody.moment{border-top:2px solid #ccc}
 """

@@ -1,15 +1,23 @@
 from __future__ import annotations
 
 import re
+import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from ka_exporter.decode import LinkType
 from ka_exporter.history import History
 from ka_exporter.model import Event, EventType, Model, Segment, VridKey
 from ka_exporter.status import render, wall
+from lab import Flavour, Instance, wait_for
+from lab.addressing import host_ipv4, node_host
+from lab.exporter import NsExporter
 from tests import segments
 from tests.browser import browse
 from tests.frames import advert
+from tests.lab_fixtures import MakeLab
 from tests.states import model_at
 
 NODE1 = {"": frozenset({"192.0.2.11", "192.0.2.51", "192.0.2.52", "192.0.2.152", "192.0.2.53"})}
@@ -250,3 +258,26 @@ def test_status_page_in_chromium(tmp_path: Path) -> None:
     changed = re.findall(r'<tr data-type="master_changed">(.*?)</tr>', dom, re.DOTALL)
     assert sum("→" in row and "resigned, gap" in row for row in changed) == 5
     assert dom.count('class="gone"') == 5
+
+
+@pytest.mark.lab
+def test_a_live_failover_on_the_page_in_chromium(make_lab: MakeLab, tmp_path: Path) -> None:
+    """Real keepalived: the master (node 1, priority 150) is SIGKILLed; the page the exporter
+    serves says who took over, why and after how long, and draws the unattended gap."""
+    inst = Instance(51, Flavour.V3, advert_int=0.5)
+    lab = make_lab([inst])
+    lab.start_all()
+    n1, n2 = (host_ipv4(node_host(node), inst.segment) for node in (1, 2))
+    names = ["--vrrp.peer-name", f"{n1}=node1", "--vrrp.expected-peer", f"{n2}=node2"]
+    exporter = NsExporter(lab, "mon", args=names)
+    exporter.wait_ready()
+    wait_for(lambda: exporter.scrape().masters(inst) == {n1}, 10, what="node 1 master")
+    time.sleep(1.0)  # a few of its adverts: a master span that lasted, before the crash
+    lab.kill(1, signal.SIGKILL)
+    wait_for(lambda: exporter.scrape().masters(inst) == {n2}, 10, what="node 2 master")
+    dom = browse(exporter.get("/"), tmp_path, "status-live-failover")
+    changed = re.findall(r'<tr data-type="master_changed">(.*?)</tr>', dom, re.DOTALL)
+    assert f"node1 ({n1}) → node2 ({n2})" in changed[0] and "silent, gap " in changed[0]
+    (svg,) = re.findall(r'<svg class="strip".*?</svg>', dom, re.DOTALL)
+    assert re.findall(r'<rect class="span (\w+)"', svg)[-3:] == ["master", "none", "master"]
+    assert f"<b>node1</b> <code>{n1}</code> gone since" in dom and "(silent)" in dom
