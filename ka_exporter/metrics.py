@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ka_exporter.exposition import Family, LabelSet, TextCache
 from ka_exporter.model import Segment
 
-GAUGE, COUNTER, INFO = "gauge", "counter", "info"
+GAUGE, COUNTER, INFO, HISTOGRAM = "gauge", "counter", "info", "histogram"
 
 # name -> (type, help). Counters are named here without their _total suffix.
 METRICS: dict[str, tuple[str, str]] = {
@@ -72,6 +72,24 @@ METRICS: dict[str, tuple[str, str]] = {
         GAUGE,
         "1 when this host holds a VIP of the VRID while nobody advertises it.",
     ),
+    "vrrp_master_changes": (
+        COUNTER,
+        "Master changes and losses of the VRID by the reason the wire gives (preempted, "
+        "priority_dropped, resigned, silent, split_brain_end, recovered).",
+    ),
+    "vrrp_failover_gap_seconds": (
+        HISTOGRAM,
+        "From the old master's last advert to the new master's first: how long the VIPs were "
+        "unattended (0 for a preemption).",
+    ),
+    "vrrp_announce_delay_seconds": (
+        GAUGE,
+        "From the last takeover to the new master's first gratuitous ARP or unsolicited NA.",
+    ),
+    "vrrp_announce_missing": (
+        COUNTER,
+        "Takeovers no announcement of the VIPs followed within the claim window.",
+    ),
     "vrrp_carp_collision": (
         GAUGE,
         "1 while a CARP group uses the VRID as its vhid on the segment: one virtual MAC, two "
@@ -89,6 +107,23 @@ METRICS: dict[str, tuple[str, str]] = {
         GAUGE,
         "Unix time of the CARP speaker's last advert.",
     ),
+    "vrrp_vip_claimant": (
+        INFO,
+        "The MAC that announced the VIP last (gratuitous ARP, unsolicited NA).",
+    ),
+    "vrrp_vip_claims": (COUNTER, "Announcements of the VIP, by MAC."),
+    "vrrp_vip_last_claim_timestamp_seconds": (GAUGE, "Unix time of the VIP's last announcement."),
+    "vrrp_vip_conflict": (
+        GAUGE,
+        "1 while two MACs announce the VIP in turns within the claim window: split-brain at L2.",
+    ),
+    "vrrp_vip_conflicts": (COUNTER, "VIP conflict episodes."),
+    "vrrp_untracked_claims": (
+        COUNTER,
+        "Announcements of new addresses ignored because the claim cap was reached.",
+    ),
+    "vrrp_tracked_claims": (GAUGE, "Addresses whose announcements are tracked."),
+    "vrrp_tracked_claims_limit": (GAUGE, "The cap on tracked addresses (--vrrp.max-claims)."),
     "vrrp_packets_rejected": (COUNTER, "Captured frames dropped by the decoder, by reason."),
     "vrrp_untracked_advertisements": (
         COUNTER,

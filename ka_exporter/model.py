@@ -244,6 +244,10 @@ class Model:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def is_vip(self, key: ClaimKey) -> bool:
+        """Configured, or advertised on the claim's segment."""
+        return key.address in self.config.vips or key.address in self._vips(key.segment, key.family)
+
     def _vips(self, segment: Segment, family: str) -> frozenset[str]:
         """The VIPs advertised on the segment; rebuilt only after a router's VIPs changed."""
         if self._vip_index is None:
@@ -275,9 +279,13 @@ class Model:
                 self._emit(out.time, kind, key, macs, vip=c.key.address)
             elif isinstance(out, Announced):
                 after = round(out.time - out.takeover.time, 6)
+                if (vrid := self.vrids.get(out.takeover.key)) is not None:
+                    vrid.announced_after = after
                 self._emit(out.time, EventType.VIP_ANNOUNCED, out.takeover.key, (out.mac,),
                            vip=out.address, after_seconds=after)  # fmt: skip
             else:
+                if (vrid := self.vrids.get(out.takeover.key)) is not None:
+                    vrid.unannounced += 1
                 vips = ",".join(sorted(out.takeover.vips))
                 self._emit(out.time, EventType.ANNOUNCE_MISSING, out.takeover.key, (), vips=vips)
         self._claims.out.clear()

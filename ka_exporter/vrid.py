@@ -134,6 +134,8 @@ class Vrid:
     transitions: int = 0
     reasons: Counter[str] = field(default_factory=Counter)  # master_* events by reason
     gaps: Gaps = field(default_factory=Gaps)
+    announced_after: float | None = None  # the last takeover to its first announcement, s
+    unannounced: int = 0  # takeovers no announcement followed
     last_transition: float | None = None
     split_since: float | None = None
     split_deadline: float = INFINITY  # set when the overlap begins; only ever extended

@@ -13,12 +13,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from ka_exporter.collectors import ExporterCollector
-from ka_exporter.decode import LinkType
+from ka_exporter.decode import Claim, LinkType
 from ka_exporter.exposition import generate
 from ka_exporter.metrics import COUNTER, INFO, METRICS, LocalState
 from ka_exporter.model import Model, Segment
 from tests import segments
 from tests.states import model_at
+from tests.test_model import every, feed
 
 ROOT = Path(__file__).parent.parent
 GOLDEN = Path(__file__).parent / "golden"
@@ -135,9 +136,57 @@ def test_trunk_series_carry_the_vlan_and_carp_its_vhid() -> None:
     ]
 
 
+def claims_exposition() -> str:
+    """A takeover announced by its new master, one nobody announced, and a VIP two MACs
+    announce in turns."""
+    model = Model()
+    a, b = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+    model.observe_claim(Segment("eth0"), Claim(0.0, "ipv4", "192.0.2.51", a))
+    stream = [
+        *every("192.0.2.11", 0, 5, vrid=51, prio=150, vips=("192.0.2.51",)),
+        *every("192.0.2.11", 0, 5, vrid=52, prio=150, vips=("192.0.2.52",)),
+    ]
+    feed(model, sorted(stream, key=lambda adv: adv.time))
+    takeover = [
+        *every("192.0.2.12", 8.7, 18.9, vrid=51, vips=("192.0.2.51",)),
+        *every("192.0.2.12", 8.7, 18.9, vrid=52, vips=("192.0.2.52",)),
+    ]
+    claims = [Claim(t, "ipv4", "192.0.2.51", mac) for t, mac in ((8.71, b), (9.0, a), (9.2, b))]
+    for item in sorted([*takeover, *claims], key=lambda x: x.time):
+        if isinstance(item, Claim):
+            model.observe_claim(Segment("eth0"), item)
+        else:
+            model.observe(Segment("eth0"), item)
+    local = LocalState({"": frozenset()}, {"": True})
+    registry = CollectorRegistry(auto_describe=False)
+    # after VRID 52's takeover went unannounced for a window (18.7), before the conflict's end
+    registry.register(ExporterCollector(model, None, lambda: local, lambda: 18.9))
+    return generate_latest(registry).decode()
+
+
+def test_announcements_and_failovers_are_exposed() -> None:
+    found = samples(claims_exposition().encode())
+    eth0 = {("interface", "eth0"), ("family", "ipv4")}
+
+    def value(name: str, **labels: str) -> float | None:
+        return found.get((name, frozenset(eth0 | set(labels.items()))))
+
+    vip = {"vip": "192.0.2.51"}
+    assert value("vrrp_vip_conflict", **vip) == 1
+    assert value("vrrp_vip_claimant_info", **vip, mac="02:00:00:00:00:0b") == 1
+    assert value("vrrp_vip_claims_total", **vip, mac="02:00:00:00:00:0a") == 2
+    assert value("vrrp_master_changes_total", vrid="51", reason="silent") == 1
+    assert value("vrrp_failover_gap_seconds_count", vrid="51") == 1
+    assert value("vrrp_failover_gap_seconds_bucket", vrid="51", le="5.0") == 1
+    assert value("vrrp_failover_gap_seconds_bucket", vrid="51", le="2.5") == 0
+    assert value("vrrp_announce_delay_seconds", vrid="51") == pytest.approx(0.01)
+    assert value("vrrp_announce_missing_total", vrid="52") == 1
+    assert value("vrrp_announce_missing_total", vrid="51") is None
+
+
 def test_every_family_is_exposed_as_declared() -> None:
     text = exposition("vrrp-all.pcap", 104.0, ALLOW_11).decode()  # after a transition
-    text += trunk_exposition()
+    text += trunk_exposition() + claims_exposition()
     for name, (kind, doc) in METRICS.items():
         if name.startswith(
             ("vrrp_capture", "vrrp_untracked", "vrrp_packets", "ka_exporter_capture")
@@ -146,7 +195,7 @@ def test_every_family_is_exposed_as_declared() -> None:
         exposed = name + ("_total" if kind == COUNTER else "_info" if kind == INFO else "")
         assert f"# TYPE {exposed} {'gauge' if kind == INFO else kind}" in text
         assert f"# HELP {exposed} {doc}" in text
-        assert re.search(rf"^{exposed}(\{{| )", text, re.MULTILINE), name
+        assert re.search(rf"^{exposed}(_bucket)?(\{{| )", text, re.MULTILINE), name
 
 
 def test_each_family_comes_from_one_collector_in_the_contracts_order() -> None:

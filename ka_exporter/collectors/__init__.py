@@ -8,22 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ka_exporter.capture import Capture
 from ka_exporter.collectors.capture import CaptureCollector
 from ka_exporter.collectors.carp import CarpCollector
+from ka_exporter.collectors.claims import ClaimsCollector
 from ka_exporter.collectors.exporter import ExporterSelfCollector
+from ka_exporter.collectors.failover import FailoverCollector
 from ka_exporter.collectors.vrrp import VrrpCollector
-from ka_exporter.exposition import Family
 from ka_exporter.metrics import METRICS, LocalState
 from ka_exporter.model import Model
 
 __all__ = [
     "CaptureCollector",
     "CarpCollector",
+    "ClaimsCollector",
     "ExporterCollector",
     "ExporterSelfCollector",
+    "FailoverCollector",
     "VrrpCollector",
 ]
 
@@ -38,14 +42,15 @@ class ExporterCollector(Collector):
     ) -> None:
         self.model = model
         self.vrrp = VrrpCollector(model, local, clock)
-        self.collectors: tuple[VrrpCollector | CarpCollector | CaptureCollector
-                               | ExporterSelfCollector, ...] = (
+        self.collectors: tuple[Collector, ...] = (
             self.vrrp,
+            FailoverCollector(model),
             CarpCollector(model, clock),
+            ClaimsCollector(model, clock),
             CaptureCollector(model, capture, local),
             ExporterSelfCollector(local),
-        )  # fmt: skip
+        )
 
-    def collect(self) -> Iterator[Family]:
+    def collect(self) -> Iterator[Metric]:
         families = {f.name: f for c in self.collectors for f in c.collect()}
         return iter([families[name] for name in METRICS])

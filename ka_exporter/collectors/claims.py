@@ -1,0 +1,51 @@
+"""Who answers for each VIP, from its announcements: for the addresses that matter, the VIPs
+advertised on the segment or given with --vrrp.vip, and any address two MACs announced (a host
+announcing its own address once at boot is not news)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.registry import Collector
+
+from ka_exporter.exposition import NO_LABELS, Family, TextCache
+from ka_exporter.metrics import Families, segment_labels
+from ka_exporter.model import Model
+
+
+class ClaimsCollector(Collector):
+    names = (
+        "vrrp_vip_claimant",
+        "vrrp_vip_claims",
+        "vrrp_vip_last_claim_timestamp_seconds",
+        "vrrp_vip_conflict",
+        "vrrp_vip_conflicts",
+        "vrrp_untracked_claims",
+        "vrrp_tracked_claims",
+        "vrrp_tracked_claims_limit",
+    )
+
+    def __init__(self, model: Model, clock: Callable[[], float]) -> None:
+        self.model = model
+        self.clock = clock
+        self._texts: TextCache = {}
+
+    def collect(self) -> Iterator[Family]:
+        f = Families(self.names, self._texts)
+        add, model = f.add, self.model
+        for view in model.claims_snapshot(self.clock()):
+            key = view.key
+            if not (len(view.macs) > 1 or view.conflicts or model.is_vip(key)):
+                continue
+            base = segment_labels(key.segment).extend(family=key.family, vip=key.address)
+            add("vrrp_vip_claimant", base.extend(mac=view.last_mac), 1)
+            for claim in view.macs:
+                add("vrrp_vip_claims", base.extend(mac=claim.mac), claim.count)
+            add("vrrp_vip_last_claim_timestamp_seconds", base, max(c.last for c in view.macs))
+            add("vrrp_vip_conflict", base, view.conflict_since is not None)
+            add("vrrp_vip_conflicts", base, view.conflicts)
+        for segment, count in model.untracked_claims.items():
+            add("vrrp_untracked_claims", segment_labels(segment), count)
+        add("vrrp_tracked_claims", NO_LABELS, model.claim_budget.used)
+        add("vrrp_tracked_claims_limit", NO_LABELS, model.config.max_claims)
+        return iter(f)
