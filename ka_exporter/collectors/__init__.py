@@ -1,6 +1,7 @@
 """The exporter's collectors, one per source, over the one contract (ka_exporter.metrics.METRICS):
-VRIDs and their routers (vrrp), CARP groups (carp), what the capture and decoder let through or
-not (capture), the exporter itself (exporter). `ExporterCollector` is all of them as one, as
+VRIDs and their routers (vrrp), why their masters changed (failover), CARP groups (carp), who
+announces each VIP (claims), what the capture and decoder let through or not (capture), the
+exporter itself (exporter). `ExporterCollector` is all of them as one, as
 node_exporter's collector is its collectors': the families of each, in the contract's order.
 """
 
