@@ -359,9 +359,9 @@ def to_html(a: Analysis, name: str = "", relative: bool = False, names: Names | 
         ]
         css = "row-bad" if v.split_brain or not v.masters else ""
         rows.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    span = f"Timeline, {wall(a.start)} to {wall(a.end)}"
     head = "".join(
-        f"<th>{h}</th>"
-        for h in ("VRID", "At the end", "Changes (by reason)", "Longest gap", "Timeline")
+        f"<th>{h}</th>" for h in ("VRID", "At the end", "Changes (by reason)", "Longest gap", span)
     )
     when = _clock(a.start, relative)
     rejected = sum(a.rejects.values())
