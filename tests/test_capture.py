@@ -202,3 +202,101 @@ def test_a_vlan_with_its_own_subinterface_is_reported_there_not_on_the_parent(
     model = asyncio.run(main())
     assert {(k.segment.vlan, k.vrid) for k in model.vrids} == {("200", 51), ("300.52", 52)}
     assert model.carp == {}  # the CARP adverts were on VLAN 100 too
+
+
+# Address announcements: the kernel filter passes gratuitous ARP and unsolicited NA, and keeps
+# ordinary ARP and neighbour discovery, which a busy segment is full of, out of user space.
+
+L2_MAC, PEER_MAC = "02:00:00:00:00:21", "02:00:00:00:00:22"
+
+
+def _na(dst: str, target: str, *, solicited: int = 0, override: int = 1) -> bytes:
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6  # noqa: PLC0415
+
+    mac = "33:33:00:00:00:01" if dst == "ff02::1" else PEER_MAC
+    na = ICMPv6ND_NA(tgt=target, R=0, S=solicited, O=override)
+    return bytes(
+        Ether(src=L2_MAC, dst=mac)
+        / IPv6(src=target, dst=dst, hlim=255)
+        / na
+        / ICMPv6NDOptDstLLAddr(lladdr=L2_MAC)
+    )
+
+
+def announcements() -> list[bytes]:
+    """Gratuitous ARP request and reply, and an unsolicited NA to all-nodes."""
+    bcast = "ff:ff:ff:ff:ff:ff"
+    return [
+        bytes(
+            Ether(src=L2_MAC, dst=bcast) / ARP(op=op, hwsrc=L2_MAC, psrc=ip, hwdst=bcast, pdst=ip)
+        )
+        for op, ip in ((1, "192.0.2.21"), (2, "198.51.100.21"))
+    ] + [_na("ff02::1", "2001:db8::21")]
+
+
+def ordinary_arp_nd() -> list[bytes]:
+    """ARP request, reply and probe; NS (address resolution and DAD); a solicited NA
+    (unicast), and an NA to all-nodes without the override flag: none announces."""
+    from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6  # noqa: PLC0415
+
+    bcast, zero = "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"
+    ns = ICMPv6ND_NS(tgt="2001:db8::22")
+    return [
+        bytes(
+            Ether(src=L2_MAC, dst=bcast)
+            / ARP(op=1, hwsrc=L2_MAC, psrc="192.0.2.21", hwdst=zero, pdst="192.0.2.22")
+        ),
+        bytes(
+            Ether(src=PEER_MAC, dst=L2_MAC)
+            / ARP(op=2, hwsrc=PEER_MAC, psrc="192.0.2.22", hwdst=L2_MAC, pdst="192.0.2.21")
+        ),
+        bytes(
+            Ether(src=L2_MAC, dst=bcast)
+            / ARP(op=1, hwsrc=L2_MAC, psrc="0.0.0.0", hwdst=zero, pdst="192.0.2.23")
+        ),
+        bytes(
+            Ether(src=L2_MAC, dst="33:33:ff:00:00:22")
+            / IPv6(src="2001:db8::21", dst="ff02::1:ff00:22", hlim=255)
+            / ns
+            / ICMPv6NDOptSrcLLAddr(lladdr=L2_MAC)
+        ),
+        bytes(
+            Ether(src=L2_MAC, dst="33:33:ff:00:00:22")
+            / IPv6(src="::", dst="ff02::1:ff00:22", hlim=255)
+            / ns
+        ),
+        _na("2001:db8::22", "2001:db8::21", solicited=1),
+        _na("ff02::1", "2001:db8::23", override=0),
+    ]
+
+
+def test_kernel_filter_passes_announcements_not_ordinary_arp_or_nd(wire: tuple[str, str]) -> None:
+    a, b = wire
+    ordinary = ordinary_arp_nd()
+
+    async def main() -> tuple[Model, int]:
+        model = Model()
+        cap = capture.Capture(model, asyncio.get_running_loop())
+        cap.open(Segment("eth0", b))
+        try:
+            payload = ordinary * 100 + announcements() + ordinary * 100
+            await asyncio.to_thread(send, a, payload)
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                if len(model.claims) >= 3:
+                    break
+            await asyncio.sleep(0.05)
+            (tap,) = cap.statistics()
+            return model, tap.packets
+        finally:
+            cap.close_all()
+
+    model, packets = asyncio.run(main())
+    assert {(k.family, k.address) for k in model.claims} == {
+        ("ipv4", "192.0.2.21"),
+        ("ipv4", "198.51.100.21"),
+        ("ipv6", "2001:db8::21"),
+    }
+    assert all(set(c.macs) == {L2_MAC} for c in model.claims.values())
+    assert not model.rejects
+    assert packets == 3  # the 1,400 ordinary ARP and ND frames never left the kernel
