@@ -52,6 +52,9 @@ STORM_RATE = 40_000  # frames/s: below what the capture takes, so memory counts 
 STORM_V4 = [f"192.0.2.{i}" for i in range(1, 255)] + [f"198.51.100.{i}" for i in range(1, 255)]
 STORM_V6 = [f"2001:db8:5::{i:x}" for i in range(1, 6_001 - len(STORM_V4))]
 STORM_ADDRESSES = len(STORM_V4) + len(STORM_V6)  # 6,000
+# after this many frames of the storm every tracked address holds as many MACs and recent
+# claims as it may: from then on the tracker's memory is at its bound
+SATURATED = max(RECENT, MACS_PER_ADDRESS) * STORM_ADDRESSES
 ADVERT_ROUTERS = 20  # the 500 adverts/s come from 10 IPv4 and 10 IPv6 masters
 CPU_CASES = ("idle", "ordinary", "adverts", "adverts+ordinary", "announce")
 BROADCAST = b"\xff" * 6
@@ -174,17 +177,17 @@ def announce_frames() -> list[bytes]:
 
 
 def storm_frames(count: int, seed: int) -> list[bytes]:
-    """Announcements of the storm's addresses in turn, IPv4 and IPv6 alternating, each from a
-    random MAC; ARP requests and replies alternating."""
+    """Announcements of the storm's addresses in turn, each from a random MAC: gratuitous ARP
+    (requests and replies alternating) for the IPv4 ones, unsolicited NA for the IPv6 ones."""
     rng = random.Random(seed)
     garp, na = _templates()
     frames = []
     for i in range(count):
-        k = i // 2
-        if i % 2 == 0:
-            frames.append(_garp(garp, STORM_V4[k % len(STORM_V4)], _mac(rng), 1 + k % 2))
+        k, n4 = i % STORM_ADDRESSES, len(STORM_V4)
+        if k < n4:
+            frames.append(_garp(garp, STORM_V4[k], _mac(rng), 1 + i // STORM_ADDRESSES % 2))
         else:
-            frames.append(_na(na, STORM_V6[k % len(STORM_V6)], _mac(rng)))
+            frames.append(_na(na, STORM_V6[k - n4], _mac(rng)))
     return frames
 
 
@@ -229,7 +232,7 @@ def build_l2_frames(storm: int, seed: int) -> dict[str, list[bytes]]:
             raise SystemExit(f"bench.live: an announcement does not decode: {claim}")
         keys.add(claim.address)
     hosts = {a for i in range(HOSTS) for a in _host(i)[:2]}
-    stormed = STORM_V4[: (storm + 1) // 2] + STORM_V6[: storm // 2]
+    stormed = (STORM_V4 + STORM_V6)[:storm]
     if keys != hosts | set(stormed):
         raise SystemExit(f"bench.live: the announcements claim {len(keys):,} addresses")
     for name, want in (("adverts", ADVERT_ROUTERS), ("spoofed", min(storm, STORM_ADDRESSES))):
@@ -559,8 +562,9 @@ def _memory_report(res: L2Results) -> list[str]:
         f" after {n:,} frames at {STORM_RATE // 1000}k/s (a process per round and case, the"
         " whole daemon module imported; the 8 MiB ring counts from the start). The storm:"
         f" gratuitous ARPs (requests and replies) and unsolicited NAs in turn, each from a"
-        f" random spoofed MAC, over {STORM_ADDRESSES:,} addresses ({len(STORM_V4)} IPv4,"
-        f" {len(STORM_V6):,} IPv6), above the cap of {s[0]['claim_limit']:,}; the baseline: as"
+        f" random spoofed MAC, over {STORM_ADDRESSES:,} addresses in turn ({len(STORM_V4)}"
+        f" IPv4, {len(STORM_V6):,} IPv6), above the cap of {s[0]['claim_limit']:,}; the"
+        " baseline: as"
         f" many VRRPv3 adverts cycled over {STORM_ADDRESSES:,} spoofed sources (the same"
         " addresses, spread over 255 VRIDs per family), above the router cap.",
         "",
@@ -572,24 +576,33 @@ def _memory_report(res: L2Results) -> list[str]:
     ]
     grown = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(s, res.idle, strict=True)])
     adv = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(a, res.spoofed_idle, strict=True)])
+
     # RSS along the storm: at the first tick past each quarter of the frames, median of rounds
-    marks, at = [], {}
-    for q in (0.25, 0.5, 0.75, 1.0):
-        at[q] = _median(
-            [next((kib for seen, kib in m["rss"] if seen >= q * n), m["VmRSS"]) for m in s]
+    def rss_at(frames: float) -> float:
+        """The RSS at the first tick past `frames`, median of the rounds."""
+        return _median(
+            [next((kib for seen, kib in m["rss"] if seen >= frames), m["VmRSS"]) for m in s]
         )
-        marks.append(f"{q:.0%}: {_mib(at[q])}")
-    per_address = max(m["claim_limit"] for m in s) * MACS_PER_ADDRESS
+
+    marks = ", ".join(f"{q:.0%}: {_mib(rss_at(q * n))}" for q in (0.25, 0.5, 0.75, 1.0))
+    limit = max(m["claim_limit"] for m in s)
+    bound = (
+        f" Every tracked address holds its {MACS_PER_ADDRESS} MACs and {RECENT} recent claims"
+        f" after {SATURATED:,} frames ({RECENT} passes over the addresses); from"
+        f" {_mib(rss_at(SATURATED))} MiB then, the process went to {_mib(rss_at(n))} MiB at"
+        f" the end, {n - SATURATED:,} frames later."
+        if n > SATURATED
+        else ""
+    )
     lines += [
         "",
         f"The storm grows the process by {_mib(grown)} MiB"
         f" ({grown * 1024 / max(s[0]['claims'], 1):,.0f} bytes per tracked address, its MACs"
         f" and recent claims included), against {_mib(adv)} MiB for the adverts"
         f" ({adv / grown if grown else 0:.2f}{TIMES}); RSS along the storm, in MiB, after"
-        f" {', '.join(marks)} of the frames. What the tracker keeps is bounded by its caps,"
-        f" {max(m['claim_limit'] for m in s):,} addresses of {MACS_PER_ADDRESS} MACs each"
-        f" ({per_address:,} MACs) and {RECENT} recent claims per address; past that, a spoofed"
-        " announcement replaces the MAC longest silent or is counted as untracked. Between half"
-        f" and all of the storm the process grew by {_mib(at[1.0] - at[0.5])} MiB.",
+        f" {marks} of the frames. What the tracker keeps is bounded by its caps,"
+        f" {limit:,} addresses of {MACS_PER_ADDRESS} MACs each ({limit * MACS_PER_ADDRESS:,}"
+        f" MACs) and {RECENT} recent claims per address; past them, a spoofed announcement"
+        " replaces the MAC longest silent, or is counted as untracked." + bound,
     ]
     return lines
