@@ -328,34 +328,32 @@ def _state(v: VridView, names: Names) -> str:
 def to_html(a: Analysis, name: str = "", relative: bool = False, names: Names | None = None) -> str:
     """A postmortem's attachment: one self-contained page (inline CSS and SVG, no scripts or
     external assets) with a timeline strip per VRID over the whole capture and every event."""
-    names = names or Names()
-    e = html.escape
+    names, esc = names or Names(), html.escape
     longest: dict[VridKey, float] = {}
     for ev in a.events:
         if "gap_seconds" in ev.detail:
             longest[ev.key] = max(float(ev.detail["gap_seconds"]), longest.get(ev.key, 0.0))
-    heard = {r.address for v in a.vrids for r in v.routers}
-    hues = colours([*heard, *(x for e in a.events for x in e.addresses)], names)
+    routers = {
+        v.key: {
+            *(r.address for r in v.routers),
+            *(x for s in a.history.track(v.key).spans for x in s.addresses),
+        }
+        for v in a.vrids
+    }
+    hues = colours({x for found in routers.values() for x in found}, names)
     rows = []
     for v in a.vrids:
         track = a.history.track(v.key)
-        mine = {
-            x
-            for x in (
-                *(r.address for r in v.routers),
-                *(x for s in track.spans for x in s.addresses),
-            )
-        }
         longest_gap = longest.get(v.key)
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(v.reasons.items())) or "none"
         cells = [
-            e(vrid_name(v.key)),
-            e(_state(v, names)),
+            esc(vrid_name(v.key)),
+            esc(_state(v, names)),
             f"{v.transitions} transitions, {v.split_brain_events} split-brain<br>"
-            f'<span class="muted">{e(reasons)}</span>',
+            f'<span class="muted">{esc(reasons)}</span>',
             '<span class="muted">none</span>' if longest_gap is None else f"{longest_gap:.3f} s",
             strip(vrid_name(v.key), track.spans, a.start, a.end, hues, names, REPORT_STRIP)
-            + keys({x: hues[x] for x in sorted(mine)}, names),
+            + keys({x: hues[x] for x in routers[v.key]}, names),
         ]
         css = "row-bad" if v.split_brain or not v.masters else ""
         rows.append(f'<tr class="{css}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -366,18 +364,19 @@ def to_html(a: Analysis, name: str = "", relative: bool = False, names: Names | 
     when = _clock(a.start, relative)
     rejected = sum(a.rejects.values())
     title = f"{name or 'capture'}: VRRP from {stamp(a.start)}"
+    times = "since the first frame" if relative else "UTC"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{STYLE}{STRIP_STYLE}</style></head>
-<body>{STRIP_DEFS}<h1>{e(title)}</h1>
+<body>{STRIP_DEFS}<h1>{esc(title)}</h1>
 <div class="sub">{a.packets} packets, {rejected} rejected, {a.end - a.start:.1f} s, from
-{e(stamp(a.start))} to {e(stamp(a.end))}; times {"since the first frame" if relative else "UTC"} ·
+{esc(stamp(a.start))} to {esc(stamp(a.end))}; times {times} ·
 replayed by ka-exporter analyze</div>
 {LEGEND}
 <table id="vrids"><thead><tr>{head}</tr></thead><tbody>
 {"".join(rows)}
 </tbody></table>
 <h2>Events</h2>
-{events_table(moments(a.events), names, when)}
+{events_table(moments(a.events), names, when, "Time" if relative else "Time (UTC)")}
 </body></html>
 """

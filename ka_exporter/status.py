@@ -284,7 +284,10 @@ def event_parts(e: Event, names: Names, when: Callable[[float], str]) -> tuple[s
 
 
 def events_table(
-    moments: Sequence[Sequence[Event]], names: Names, when: Callable[[float], str]
+    moments: Sequence[Sequence[Event]],
+    names: Names,
+    when: Callable[[float], str],
+    clock_label: str = "Time (UTC)",
 ) -> str:
     """The events, one tbody per moment: what happened at once across VRIDs reads as one."""
     bodies = []
@@ -298,7 +301,7 @@ def events_table(
                 + "</tr>"
             )  # fmt: skip
         bodies.append(f'<tbody class="moment" data-size="{len(moment)}">' + "".join(rows))
-    head = "".join(f"<th>{h}</th>" for h in ("Time (UTC)", "VRID", "Event", "Routers", "Detail"))
+    head = "".join(f"<th>{h}</th>" for h in (clock_label, "VRID", "Event", "Routers", "Detail"))
     return (
         f'<table id="events"><thead><tr>{head}</tr></thead>'
         + ("</tbody>".join(bodies) + "</tbody>" if bodies else "")
