@@ -22,6 +22,7 @@ VIP_CONFLICT = "VIP CONFLICT"  # named with its address: one problem per VIP
 YIELDING = frozenset((Reason.PREEMPTED, Reason.PRIORITY_DROPPED, Reason.SPLIT_BRAIN_END))
 
 
+PRUNE_SECONDS = 1.0
 MOMENT_SECONDS = 0.05  # events this close together happened at once: one partition, one stop
 
 
@@ -78,6 +79,8 @@ class Track:
 
 
 class History:
+    """Fed the model's events in order; read per VRID by the status page and the report."""
+
     def __init__(
         self,
         window: float = 3600.0,
@@ -92,6 +95,7 @@ class History:
         self.max_keys = max_keys
         self.recent: deque[Event] = deque(maxlen=max_events)
         self.tracks: OrderedDict[VridKey, Track] = OrderedDict()  # least recently changed first
+        self._pruned = -INFINITY
 
     def feed(self, events: Iterable[Event], now: float) -> None:
         for event in events:
@@ -203,7 +207,9 @@ class History:
             self._open(track, Span(Kind.NONE, since, None, (), reason))
 
     def _prune(self, now: float) -> None:
-        horizon = now - self.window
+        if now - self._pruned < PRUNE_SECONDS:
+            return  # fed ten times a second: the window's edge need not be exact
+        self._pruned, horizon = now, now - self.window
         for track in self.tracks.values():
             spans = track.spans
             while spans and spans[0].end is not None and spans[0].end < horizon:
