@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ka_exporter.model import Model, Segment
 from ka_exporter.notify.alert import Alert, Status
 from ka_exporter.notify.peers import (
     ALERT,
@@ -16,9 +17,11 @@ from ka_exporter.notify.peers import (
     PeerState,
     PeerWatch,
     claims_in,
+    local_claims,
     metrics_url,
 )
 from tests.notify_servers import free_port, http_receiver
+from tests.test_model import every, feed
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B = ("ipv4", "", 51), ("ipv6", "", 7)
@@ -127,3 +130,17 @@ def test_docs_list_the_peer_metrics_with_their_help() -> None:
     section = docs[docs.index("## Peers") :]
     listed = dict(re.findall(r"^- `(\w+)` \(gauge[^)]*\): (.+)$", section, re.MULTILINE))
     assert listed == METRICS
+
+
+def test_a_host_being_preempted_does_not_claim_the_vrid() -> None:
+    """Its last advert keeps it acting for a tolerance after it heard the higher priority and
+    went backup: that overlap is a preemption, seen here, not a split-brain across hosts."""
+    model = Model()
+    ours, theirs = "192.0.2.11", "192.0.2.12"
+    feed(model, every(ours, 0, 10.5, prio=100, vips=("192.0.2.51",)), Segment("eth0"))
+    feed(model, every(theirs, 10.2, 11, prio=200, vips=("192.0.2.51",)), Segment("eth0"))
+    here = {"": frozenset({ours, "192.0.2.51"})}
+    assert len(model.snapshot(10.9)[0].masters) == 2  # both still acting
+    assert local_claims(model.snapshot(10.9), here) == frozenset()
+    other = {"": frozenset({theirs})}
+    assert local_claims(model.snapshot(10.9), other) == {("ipv4", "", 1)}

@@ -62,13 +62,23 @@ def claims_in(text: str) -> frozenset[Claim]:
 def local_claims(
     views: Iterable[VridView], addresses: Mapping[str, frozenset[str]]
 ) -> frozenset[Claim]:
-    """The VRIDs this host is master of, as its own vrrp_local_master says."""
+    """The VRIDs this host is master of, as its own vrrp_local_master says, but for one it is
+    yielding: a host that hears another master of higher priority is being preempted (its last
+    advert still counts for a tolerance), which its own split-brain check would see if it
+    lasted. Across hosts, split-brain is the hosts that do not hear each other."""
     return frozenset(
         (v.key.family, v.key.segment.vlan, v.key.vrid)
         for v in views
         if v.key.segment.netns in addresses
         and ownership(v, addresses[v.key.segment.netns]).local_master
+        and not _yielding(v, addresses[v.key.segment.netns])
     )
+
+
+def _yielding(view: VridView, local: frozenset[str]) -> bool:
+    priority = {r.address: (r.priority, r.address) for r in view.routers}
+    mine = max(priority[a] for a in view.masters if a in local)
+    return any(priority[a] > mine for a in view.masters if a not in local)
 
 
 @dataclass(slots=True)
