@@ -45,7 +45,8 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # A 3-node keepalived lab (the double-master pair plus an IPv6 VRID), an exporter watching each
-# namespace, and Prometheus; prints the URLs and the commands to cause a failover or a
-# split-brain. Ctrl-C removes everything.
+# namespace (the nodes' asking each other), a ka-notify per node mailing a local SMTP server,
+# and Prometheus with the shipped rules; prints the URLs, the mails as they arrive, and the
+# commands to cause a failover or a split-brain. Ctrl-C removes everything.
 demo: system-deps venv
 	$(BIN)/python -m lab demo
