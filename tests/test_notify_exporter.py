@@ -81,7 +81,10 @@ def test_ownership_changes_fire_and_resolve(tmp_path: Path, receiver: Receiver) 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--peer", "node-b:9743"], "argument --cluster.peer/--peer: not an http(s) URL: 'node-b:9743'"),
+        (
+            ["--peer", "node-b:9743"],
+            "argument --cluster.peer/--peer: not an http(s) URL: 'node-b:9743'",
+        ),
         (["--vrrp.expected-peer", "node-b"], "not an IP address: 'node-b'"),
         (["--notify.config", "/nonexistent/ka.toml"], "/nonexistent/ka.toml: cannot read"),
     ],
