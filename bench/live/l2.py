@@ -48,7 +48,11 @@ L2_RATE = 10_000  # frames/s of ordinary ARP and ND background
 HOSTS = 64  # hosts the background is among
 STORM_FRAMES = 200_000
 STORM_FRAMES_QUICK = 40_000
-STORM_RATE = 40_000  # frames/s: below what the capture takes, so memory counts every frame
+STORM_RATE = 40_000  # frames/s: below what the capture takes on an idle machine
+# the storm's ring (--capture.ring-size): it holds the whole storm, so that a process starved
+# by a loaded machine still counts every frame; mapped from the start, it is in RssFile, and
+# what the model keeps is in RssAnon
+STORM_RING = 48 << 20
 STORM_V4 = [f"192.0.2.{i}" for i in range(1, 255)] + [f"198.51.100.{i}" for i in range(1, 255)]
 STORM_V6 = [f"2001:db8:5::{i:x}" for i in range(1, 6_001 - len(STORM_V4))]
 STORM_ADDRESSES = len(STORM_V4) + len(STORM_V6)  # 6,000
@@ -250,15 +254,26 @@ def build_l2_frames(storm: int, seed: int) -> dict[str, list[bytes]]:
 # --- the capture child (namespace B) ---------------------------------------------------------
 
 
+def _heap() -> Msg:
+    """RssAnon (the heap: what the model keeps) and RssFile (the mapped ring among it), KiB."""
+    fields: Msg = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile"):
+                fields[name] = int(value.split()[0])
+    return fields
+
+
 async def _session(cmd: Msg, reply: Callable[[Msg], None]) -> Msg:
     """One measurement: a fresh Capture and Model on eth0, until `expect` frames reached the
     model, or it saw none for `idle` seconds after some, or `window` seconds passed."""
-    from bench.live.children import _memory, _Meter  # noqa: PLC0415
-    from ka_exporter.capture import Capture  # noqa: PLC0415
+    from bench.live.children import _Meter  # noqa: PLC0415
+    from ka_exporter.capture import DEFAULT_RING_SIZE, Capture  # noqa: PLC0415
     from ka_exporter.model import Model, Segment  # noqa: PLC0415
 
     model = Model()
-    capture = Capture(model, asyncio.get_running_loop())
+    capture = Capture(model, asyncio.get_running_loop(), int(cmd.get("ring", DEFAULT_RING_SIZE)))
     handed = [0]
     ingest = model.ingest
 
@@ -268,7 +283,7 @@ async def _session(cmd: Msg, reply: Callable[[Msg], None]) -> Msg:
 
     model.ingest = counting  # type: ignore[method-assign, assignment]
     expect, window, idle = int(cmd["expect"]), float(cmd["window"]), float(cmd["idle"])
-    rss: list[tuple[int, int]] = []
+    rss: list[tuple[int, int]] = []  # (frames handed to the model, RssAnon KiB) at each tick
     events = 0
     try:
         capture.open(Segment(IFACE))
@@ -283,7 +298,7 @@ async def _session(cmd: Msg, reply: Callable[[Msg], None]) -> Msg:
             now = time.monotonic()
             if handed[0] != seen:
                 seen, changed = handed[0], now
-                rss.append((seen, _memory()["VmRSS"]))
+                rss.append((seen, _heap()["RssAnon"]))
             if (
                 (expect and seen >= expect)
                 or (idle and seen and now - changed >= idle)
@@ -311,6 +326,7 @@ async def _session(cmd: Msg, reply: Callable[[Msg], None]) -> Msg:
             "events": events + len(model.pop_events()),
             "rss": rss,
             **measured,
+            **_heap(),
         }
     finally:
         capture.close_all()
@@ -353,7 +369,6 @@ class L2Results:
     spoofed_idle: list[Msg]
     spoofed: list[Msg]
     storm_frames: int
-    sizes: dict[str, float]  # mean frame length per set
 
 
 def run_l2(plan: Plan, seed: int, workdir: Path, storm: int) -> L2Results:
@@ -404,6 +419,7 @@ def run_l2(plan: Plan, seed: int, workdir: Path, storm: int) -> L2Results:
                     max_seconds=0.1,
                     expect=0,
                     idle=0,
+                    extra={"ring": STORM_RING},
                 )
                 after = bench.step(
                     "fresh",
@@ -412,25 +428,27 @@ def run_l2(plan: Plan, seed: int, workdir: Path, storm: int) -> L2Results:
                     max_seconds=storm / STORM_RATE * 2 + 1,
                     expect=storm,
                     idle=IDLE_STOP * 4,
+                    extra={"ring": STORM_RING},
                 )
                 return before.reply, after.reply
             finally:
                 wire.stop(child)
 
-        results = L2Results({c: [] for c in CPU_CASES}, [], [], [], [], storm, {})
+        results = L2Results({c: [] for c in CPU_CASES}, [], [], [], [], storm)
         for r in range(plan.rounds):
             progress(f"L2 round {r + 1}/{plan.rounds}: CPU")
             shift = r % len(CPU_CASES)
             for case in CPU_CASES[shift:] + CPU_CASES[:shift]:
                 results.cpu[case].append(cpu(case))
             progress(f"L2 round {r + 1}/{plan.rounds}: memory, a storm of announcements")
-            order = [("storm", results.idle, results.storm), ("spoofed", results.spoofed_idle,
-                     results.spoofed)]  # fmt: skip
-            for set_name, idles, afters in order[r % 2 :] + order[: r % 2]:
+            order = [
+                ("storm", results.idle, results.storm),
+                ("spoofed", results.spoofed_idle, results.spoofed),
+            ]
+            for set_name, idles, afters in order[r % 2 :] + order[: r % 2]:  # taking turns
                 before, after = fresh(f"L2 capture ({set_name})", set_name)
                 idles.append(before)
                 afters.append(after)
-    results.sizes = {name: statistics.mean(len(f) for f in frames) for name, frames in sets.items()}
     return results
 
 
@@ -539,68 +557,76 @@ def report_l2(plan: Plan, res: L2Results) -> str:
 def _memory_report(res: L2Results) -> list[str]:
     n = res.storm_frames
 
+    def grown(ms: list[Msg], idle: list[Msg], field: str) -> float:
+        return _median([m[field] - i[field] for m, i in zip(ms, idle, strict=True)])
+
     def row(label: str, ms: list[Msg], idle: list[Msg], tracked: str) -> str:
-        rss = _median([m["VmRSS"] for m in ms])
-        grown = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(ms, idle, strict=True)])
-        peak = _median([m["VmHWM"] for m in ms])
-        base = _median([i["VmRSS"] for i in idle])
+        heap, base = _median([m["RssAnon"] for m in ms]), _median([i["RssAnon"] for i in idle])
+        peak = _median([max([m["RssAnon"]] + [kib for _, kib in m["rss"]]) for m in ms])
         clean = sum(m["drops"] == 0 and m["received"] == m["sender"]["sent"][0] for m in ms)
         us = _median([1e6 * m["cpu"] / m["received"] for m in ms if m["received"]])
         return (
-            f"| {label} | {_mib(base)} | {_mib(rss)} | {_mib(peak)} | {_mib(grown)} |"
-            f" {rss / base:.2f} | {tracked} | {clean}/{len(ms)} | {us:,.1f} |"
+            f"| {label} | {_mib(base)} | {_mib(heap)} | {_mib(peak)} |"
+            f" {_mib(grown(ms, idle, 'RssAnon'))} | {heap / base:.2f} |"
+            f" {_mib(_median([i['VmRSS'] for i in idle]))} |"
+            f" {_mib(_median([m['VmRSS'] for m in ms]))} |"
+            f" {_mib(_median([m['VmHWM'] for m in ms]))} | {tracked} |"
+            f" {clean}/{len(ms)} | {us:,.1f} |"
         )
 
     s, a = res.storm, res.spoofed
+    limit = max(m["claim_limit"] for m in s)
     claims = f"{max(m['claims'] for m in s):,} addresses, {max(m['macs'] for m in s):,} MACs"
     claims += f" (at most {max(m['most_macs'] for m in s)} per address);"
     claims += f" {_median([m['untracked_claims'] for m in s]):,.0f} claims untracked"
     routers = f"{max(m['routers'] for m in a):,} routers;"
     routers += f" {_median([m['untracked'] for m in a]):,.0f} adverts untracked"
+    ring = _median([i["RssFile"] for i in res.idle])
     lines = [
-        f"**Memory** (VmRSS, and VmHWM for the peak) of a fresh capture process, idle and"
-        f" after {n:,} frames at {STORM_RATE // 1000}k/s (a process per round and case, the"
-        " whole daemon module imported; the 8 MiB ring counts from the start). The storm:"
-        f" gratuitous ARPs (requests and replies) and unsolicited NAs in turn, each from a"
-        f" random spoofed MAC, over {STORM_ADDRESSES:,} addresses in turn ({len(STORM_V4)}"
-        f" IPv4, {len(STORM_V6):,} IPv6), above the cap of {s[0]['claim_limit']:,}; the"
-        " baseline: as"
-        f" many VRRPv3 adverts cycled over {STORM_ADDRESSES:,} spoofed sources (the same"
-        " addresses, spread over 255 VRIDs per family), above the router cap.",
+        f"**Memory** of a fresh capture process, idle and after {n:,} frames at"
+        f" {STORM_RATE // 1000}k/s, a process per round and case, the whole daemon module"
+        f" imported. The storm: gratuitous ARPs (requests and replies) and unsolicited NAs, each"
+        f" from a random spoofed MAC, over {STORM_ADDRESSES:,} addresses in turn"
+        f" ({len(STORM_V4)} IPv4, {len(STORM_V6):,} IPv6), above the cap of {limit:,}; the"
+        f" baseline: as many VRRPv3 adverts cycled over {STORM_ADDRESSES:,} spoofed sources (the"
+        " same addresses, spread over 255 VRIDs per family), above the router cap. The capture"
+        f" ring is {STORM_RING >> 20} MiB here (`--capture.ring-size`), so that the whole storm"
+        " fits in it and a process the shared machine starves still counts every frame; it is"
+        f" mapped from the start and counts in RssFile ({_mib(ring)} MiB idle, libraries"
+        " included), while what the model keeps is in RssAnon, the heap: the first columns."
+        " VmRSS is both, VmHWM its peak. Heap peak: the highest of the samples taken at every"
+        " tick.",
         "",
-        f"| process | idle MiB | after MiB | peak MiB | grown MiB | {TIMES} idle | tracked |"
-        " every frame counted | µs per frame |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| process | heap idle MiB | heap after | heap peak | heap grown | {TIMES} idle |"
+        " VmRSS idle | VmRSS after | VmHWM | tracked | every frame counted | µs per frame |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         row(f"{n:,} spoofed announcements", s, res.idle, claims),
         row(f"{n:,} adverts from spoofed sources (baseline)", a, res.spoofed_idle, routers),
     ]
-    grown = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(s, res.idle, strict=True)])
-    adv = _median([m["VmRSS"] - i["VmRSS"] for m, i in zip(a, res.spoofed_idle, strict=True)])
+    storm, adverts = grown(s, res.idle, "RssAnon"), grown(a, res.spoofed_idle, "RssAnon")
 
-    # RSS along the storm: at the first tick past each quarter of the frames, median of rounds
-    def rss_at(frames: float) -> float:
-        """The RSS at the first tick past `frames`, median of the rounds."""
+    def heap_at(frames: float) -> float:
+        """The heap at the first tick past `frames`, median of the rounds."""
         return _median(
-            [next((kib for seen, kib in m["rss"] if seen >= frames), m["VmRSS"]) for m in s]
+            [next((kib for seen, kib in m["rss"] if seen >= frames), m["RssAnon"]) for m in s]
         )
 
-    marks = ", ".join(f"{q:.0%}: {_mib(rss_at(q * n))}" for q in (0.25, 0.5, 0.75, 1.0))
-    limit = max(m["claim_limit"] for m in s)
+    marks = ", ".join(f"{q:.0%}: {_mib(heap_at(q * n))}" for q in (0.25, 0.5, 0.75, 1.0))
     bound = (
         f" Every tracked address holds its {MACS_PER_ADDRESS} MACs and {RECENT} recent claims"
         f" after {SATURATED:,} frames ({RECENT} passes over the addresses); from"
-        f" {_mib(rss_at(SATURATED))} MiB then, the process went to {_mib(rss_at(n))} MiB at"
-        f" the end, {n - SATURATED:,} frames later."
+        f" {_mib(heap_at(SATURATED))} MiB of heap then, the process went to"
+        f" {_mib(heap_at(n))} MiB at the end, {n - SATURATED:,} frames later."
         if n > SATURATED
         else ""
     )
     lines += [
         "",
-        f"The storm grows the process by {_mib(grown)} MiB"
-        f" ({grown * 1024 / max(s[0]['claims'], 1):,.0f} bytes per tracked address, its MACs"
-        f" and recent claims included), against {_mib(adv)} MiB for the adverts"
-        f" ({adv / grown if grown else 0:.2f}{TIMES}); RSS along the storm, in MiB, after"
-        f" {marks} of the frames. What the tracker keeps is bounded by its caps,"
+        f"The storm grows the heap by {_mib(storm)} MiB"
+        f" ({storm * 1024 / max(limit, 1):,.0f} bytes per tracked address, its MACs and recent"
+        f" claims included), against {_mib(adverts)} MiB for the adverts"
+        f" ({storm / adverts if adverts else 0:.1f}{TIMES}); the heap along the storm, in MiB,"
+        f" after {marks} of the frames. What the tracker keeps is bounded by its caps,"
         f" {limit:,} addresses of {MACS_PER_ADDRESS} MACs each ({limit * MACS_PER_ADDRESS:,}"
         f" MACs) and {RECENT} recent claims per address; past them, a spoofed announcement"
         " replaces the MAC longest silent, or is counted as untracked." + bound,
