@@ -231,9 +231,8 @@ def test_install_doc_uses_flags_the_clis_have() -> None:
     """Dotted flags are ours (docker and kubectl have none), and whatever follows the image
     name in `docker run` goes to ka-exporter."""
     text = INSTALL_DOC.read_text()
-    known = set(
-        re.findall(r"--[\w.-]+", help_text("ka-exporter") + help_text("ka-notify", "daemon"))
-    )
+    helps = [("ka-exporter",), ("ka-notify",), ("ka-notify", "daemon"), ("ka-notify", "test")]
+    known = set(re.findall(r"--[\w.-]+", "".join(help_text(*argv) for argv in helps)))
     assert set(re.findall(r"--\w+\.[\w.-]+", text)) <= known
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     (run,) = re.findall(rf"docker run [^\n]*\\\n[^\n]*ka-exporter:{version}([^\n]*)", text)
