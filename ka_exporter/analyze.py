@@ -23,6 +23,7 @@ from ka_exporter.history import History, Span, moments
 from ka_exporter.model import (
     INFINITY,
     CarpView,
+    ClaimView,
     Event,
     EventType,
     Model,
@@ -32,6 +33,7 @@ from ka_exporter.model import (
     VridKey,
     VridView,
 )
+from ka_exporter.page import stamp, wall
 from ka_exporter.status import (
     LEGEND,
     STRIP_DEFS,
@@ -42,10 +44,8 @@ from ka_exporter.status import (
     event_parts,
     events_table,
     keys,
-    stamp,
     strip,
     vrid_name,
-    wall,
 )
 
 CAPTURE = "capture"  # segment name when the file does not name its interface (capture1, ...)
@@ -64,6 +64,7 @@ class Analysis:
     untracked: int
     carp: list[CarpView]
     history: History
+    claims: list[ClaimView]
 
 
 def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
@@ -81,6 +82,7 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
     vrids = model.snapshot(end)
     carp = model.carp_snapshot(end)
     carp.sort(key=lambda g: (g.key.segment, g.key.family, g.key.vrid))
+    claims = sorted(model.claims_snapshot(end), key=lambda c: c.key)
     events += model.pop_events()
     events.sort(key=lambda e: e.time)
     rejects: Counter[str] = Counter()
@@ -99,6 +101,7 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
         sum(model.untracked.values()),
         carp,
         history,
+        claims,
     )
 
 
@@ -197,6 +200,22 @@ def to_json(a: Analysis) -> str:
             }
             for g in a.carp
         ],
+        "vip_claims": [
+            {
+                **_segment_json(c.key.segment),
+                "family": c.key.family,
+                "vip": c.key.address,
+                "vrid": c.vrid or None,
+                "last_mac": c.last_mac,
+                "conflict": c.conflict_since is not None,
+                "conflicts": c.conflicts,
+                "macs": [
+                    {"mac": m.mac, "first": m.first, "last": m.last, "count": m.count}
+                    for m in c.macs
+                ],
+            }
+            for c in a.claims
+        ],
         "events": [
             _event_json(e, a.start, i) for i, moment in enumerate(moments(a.events)) for e in moment
         ],
@@ -223,6 +242,9 @@ _EVENT_COLOUR = {
     EventType.ROUTER_SILENT: _DIM,
     EventType.COLLISION_START: _RED,
     EventType.COLLISION_END: _GREEN,
+    EventType.VIP_CONFLICT_START: _RED,
+    EventType.VIP_CONFLICT_END: _GREEN,
+    EventType.ANNOUNCE_MISSING: _YELLOW,
 }
 _AUTH = {0: "none", 1: "PASS", 2: "AH"}
 
@@ -279,6 +301,14 @@ def to_table(
                 f"  {s.address:<28} advbase {s.advbase} advskew {s.advskew:>3}  "
                 f"demote {s.demote}  {s.adverts:>6} adverts"
             )
+        lines.append("")
+    for c in a.claims:
+        head = f"{c.key.family} {c.key.address} on {_where(c.key.segment)}"
+        vrid = f" (VRID {c.vrid})" if c.vrid else ""
+        state = paint(f"{c.conflicts} conflicts", _RED) if c.conflicts else paint("one MAC", _GREEN)
+        lines.append(paint(head + vrid, _BOLD) + f"  {state}  announced last by {c.last_mac}")
+        for m in sorted(c.macs, key=lambda m: m.first):
+            lines.append(f"  {m.mac:<28} {m.count:>6} announcements")
         lines.append("")
     when = _clock(a.start, relative)
     lines.append(paint("timeline", _BOLD))

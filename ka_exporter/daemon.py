@@ -147,6 +147,8 @@ class Daemon:
             [s for s, link in self.links.items() if not link.up],
             self.history,
             self.settings.peer_names,
+            self.model.claims_snapshot(now),
+            self.peers.split_brains() if self.peers is not None else (),
         )
 
     async def start(self) -> None:

@@ -235,11 +235,15 @@ class Model:
         return self._carp.snapshot(now, self.down)
 
     def claims_snapshot(self, now: float) -> list[ClaimView]:
+        """The announced addresses that matter: the VIPs (advertised on the segment, or
+        configured) and any address two MACs announced; a host announcing its own address
+        once at boot is not news."""
         self.advance(now)
         return [
             ClaimView(c.key, self._vrid_of(c.key), tuple(map(copy.copy, c.macs.values())),
                       c.last_mac, c.conflict_since, c.conflicts)
             for c in self.claims.values()
+            if len(c.macs) > 1 or c.conflicts or self.is_vip(c.key)
         ]  # fmt: skip
 
     # --- internals ---------------------------------------------------------------------------

@@ -10,8 +10,6 @@ strip and the event table are shared with analyze's HTML report.
 
 from __future__ import annotations
 
-import html
-import time as clock
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -28,18 +26,22 @@ from ka_exporter.history import (
     Track,
     moments,
 )
-from ka_exporter.model import CarpView, Event, EventType, Router, Segment, VridKey, VridView
+from ka_exporter.model import (
+    CarpView,
+    ClaimView,
+    Event,
+    EventType,
+    Router,
+    Segment,
+    VridKey,
+    VridView,
+)
 from ka_exporter.ownership import Ownership, ownership
+from ka_exporter.page import COLLISION_HELP, ago, badge, esc, stamp, wall, where
+from ka_exporter.status_segment import carp_table, claims_table
 
 REFRESH_SECONDS = 5
 _AUTH = {0: "none", 1: "PASS", 2: "AH"}
-COLLISION_HELP = (
-    "A CARP group uses this VRID as its vhid on the same segment. keepalived reads its adverts "
-    "as malformed VRRP and restarts its own advert timer on each: when CARP advertises more "
-    "often, the master goes quiet and the backup takes over again and again. carp(4) also "
-    "claims the same virtual MAC, 00:00:5e:00:01:{vrid}. Give one of them another ID."
-)
-
 CONFIRMING_HELP = (
     "Two routers advertise as master. It is split-brain once they overlap for the debounce "
     "(--vrrp.split-brain-debounce intervals); a backup taking over from a live master shows "
@@ -62,54 +64,12 @@ tr.row-bad td{background:#fff5f5} tr.row-warn td{background:#fffcf0}
 """
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
-def wall(t: float, ms: bool = False) -> str:
-    """Wall-clock time of day, UTC: what an operator compares with logs and chat."""
-    text = clock.strftime("%H:%M:%S", clock.gmtime(t))
-    return f"{text}.{int(t * 1000) % 1000:03d}" if ms else text
-
-
-def stamp(t: float) -> str:
-    return clock.strftime("%Y-%m-%d %H:%M:%S UTC", clock.gmtime(t))
-
-
-def _ago(t: float | None, now: float) -> str:
-    if t is None:
-        return '<span class="muted">none yet</span>'
-    seconds = max(0, int(now - t))
-    text = (
-        f"{seconds} s"
-        if seconds < 120
-        else f"{seconds // 60} min"
-        if seconds < 7200
-        else f"{seconds // 3600} h"
-    )
-    return f'<span title="{stamp(t)}">{text} ago</span>'
-
-
-def _where(segment: Segment) -> str:
-    out = _e(segment.interface)
-    if segment.vlan:
-        out += f" <b>VLAN {_e(segment.vlan)}</b>"
-    if segment.netns:
-        out += f' <span class="muted">netns {_e(segment.netns)}</span>'
-    return out
-
-
 def vrid_name(key: VridKey) -> str:
     """`VRID 51 (eth0 VLAN 100)`: the VRID as the banner and the report name it, in text."""
     family = "IPv6 " if key.family == "ipv6" else ""
     where = (f"{key.segment.netns}/" if key.segment.netns else "") + key.segment.interface
     vlan = f" VLAN {key.segment.vlan}" if key.segment.vlan else ""
     return f"{family}VRID {key.vrid} ({where}{vlan})"
-
-
-def _badge(severity: str, text: str, title: str = "") -> str:
-    hint = f' title="{_e(title)}"' if title else ""
-    return f'<span class="badge {severity}"{hint}>{_e(text)}</span>'
 
 
 class Names:
@@ -124,8 +84,8 @@ class Names:
 
     def html(self, address: str) -> str:
         name = self.names.get(address)
-        code = f"<code>{_e(address)}</code>"
-        return f"<b>{_e(name)}</b> {code}" if name else code
+        code = f"<code>{esc(address)}</code>"
+        return f"<b>{esc(name)}</b> {code}" if name else code
 
 
 # --- the timeline strip, shared with analyze's HTML report ------------------------------------
@@ -209,15 +169,15 @@ def strip(
             f'<rect class="span {span.kind}" x="{x:.2f}" width="{wide:.2f}" '
             f'height="{STRIP_HEIGHT}" fill="{fill}" data-start="{span.start:.3f}" '
             f'data-end="{span.until(end):.3f}">'
-            f"<title>{_e(text)}</title></rect>"
+            f"<title>{esc(text)}</title></rect>"
         )
     earlier = f"{len(said) - SAID} earlier spans, then " if len(said) > SAID else ""
     told = earlier + ("; ".join(said[-SAID:]) or "nothing heard")
     label = f"{title}, {wall(start)} to {wall(end)}: {told}"
     return (
-        f'<svg class="strip" role="img" aria-label="{_e(label)}" width="{width}" '
+        f'<svg class="strip" role="img" aria-label="{esc(label)}" width="{width}" '
         f'height="{STRIP_HEIGHT}" viewBox="0 0 {width} {STRIP_HEIGHT}">'
-        f"<title>{_e(title)}</title>"
+        f"<title>{esc(title)}</title>"
         f'<rect class="unknown" width="{width}" height="{STRIP_HEIGHT}" '
         f'fill="{UNKNOWN_FILL}"/>' + "".join(rects) + "</svg>"
     )
@@ -228,7 +188,7 @@ def keys(hues: Mapping[str, str], names: Names) -> str:
     return (
         '<div class="keys legend">'
         + "".join(
-            f'<span class="key"><i style="background:{c}"></i>{_e(names.text(a))}</span>'
+            f'<span class="key"><i style="background:{c}"></i>{esc(names.text(a))}</span>'
             for a, c in sorted(hues.items(), key=lambda item: names.text(item[0]))
         )
         + "</div>"
@@ -297,7 +257,7 @@ def events_table(
             routers, detail = event_parts(e, names, when)
             cells = (when(e.time), vrid_name(e.key), e.type.value, routers, detail)
             rows.append(
-                f'<tr data-type="{e.type.value}">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
+                f'<tr data-type="{e.type.value}">' + "".join(f"<td>{esc(c)}</td>" for c in cells)
                 + "</tr>"
             )  # fmt: skip
         bodies.append(f'<tbody class="moment" data-size="{len(moment)}">' + "".join(rows))
@@ -371,7 +331,7 @@ def _row(
     problems = _problems(view, own, track.problems)
     severity = 0 if any(p[0] == "bad" for p in problems) else 1 if problems else 2
     css = ("row-bad", "row-warn", "")[severity]
-    badges = " ".join(_badge(*p[:3]) for p in problems) or _badge("ok", "OK")
+    badges = " ".join(badge(*p[:3]) for p in problems) or badge("ok", "OK")
     routers = {r.address: r for r in view.routers}
     changes: dict[str, list[str]] = {}
     for c in reversed(track.priorities):
@@ -382,7 +342,7 @@ def _row(
         r = routers[address]
         here = " <b>(this host)</b>" if address in local else ""
         was = changes.get(address)
-        history = f' <span class="muted prio">({_e("; ".join(was))})</span>' if was else ""
+        history = f' <span class="muted prio">({esc("; ".join(was))})</span>' if was else ""
         return f"{names.html(address)} prio {r.priority}{here}{history}"
 
     masters = "<br>".join(router(a) for a in view.masters) or '<span class="muted">none</span>'
@@ -393,20 +353,20 @@ def _row(
     departed = {r.address: d for r in quiet if (d := _departure(r, track)) is not None}
     departed |= {a: d for a, d in track.gone.items() if a not in routers}  # forgotten since
     backups = [
-        f"{router(r.address)} <span class='muted'>last {_ago(r.last_seen, now)}</span>"
+        f"{router(r.address)} <span class='muted'>last {ago(r.last_seen, now)}</span>"
         for r in quiet
         if r.address not in departed
     ]
     backups += [
         f'<span class="gone">{names.html(a)} gone since '
-        f'<span title="{stamp(d.time)}">{wall(d.time)}</span> ({_e(d.reason)})</span>'
+        f'<span title="{stamp(d.time)}">{wall(d.time)}</span> ({esc(d.reason)})</span>'
         for a, d in sorted(departed.items(), key=lambda item: item[1].time)
     ]
     heard = "<br>".join(backups) or '<span class="muted">none heard</span>'
     vips = sorted({v for r in view.routers for v in r.vips})
     held = own.vips if own else {}
     vip_cells = "<br>".join(
-        f"<code>{_e(v)}</code>" + (" <b>held here</b>" if held.get(v) else "") for v in vips
+        f"<code>{esc(v)}</code>" + (" <b>held here</b>" if held.get(v) else "") for v in vips
     )
     first = view.routers[0] if view.routers else None
     auth = _AUTH.get(first.auth_type, str(first.auth_type)) if first else ""
@@ -418,15 +378,15 @@ def _row(
         vrid_name(view.key), track.spans, now - page.history.window, now, hues, names
     ) + keys(hues, names)
     cells = [
-        _where(view.key.segment),
-        _e(view.key.family),
+        where(view.key.segment),
+        esc(view.key.family),
         f"<b>{view.key.vrid}</b>",
         badges,
         masters,
         heard,
         vip_cells,
-        _e(detail),
-        f"{_ago(view.last_transition, now)}<br><span class='muted'>{view.transitions} transitions, "
+        esc(detail),
+        f"{ago(view.last_transition, now)}<br><span class='muted'>{view.transitions} transitions, "
         f"{view.split_brain_events} split-brain</span>",
         timeline,
     ]
@@ -434,51 +394,18 @@ def _row(
     return severity, row, [(p[0], p[1], p[3]) for p in problems]
 
 
-def _carp_table(groups: list[CarpView], now: float, collisions: set[tuple[object, ...]]) -> str:
-    if not groups:
-        return ""
-    rows = []
-    for g in sorted(groups, key=lambda g: g.key):
-        colliding = tuple(g.key) in collisions
-        state = (
-            _badge("bad", "CARP COLLISION", COLLISION_HELP.format(vrid=f"{g.key.vrid:02x}"))
-            if colliding
-            else _badge("warn", "LINK DOWN")
-            if g.link_down
-            else _badge("ok", "master")
-            if len(g.masters) == 1
-            else _badge("bad", f"{len(g.masters)} masters")
-            if g.masters
-            else _badge("warn", "no master heard")
-        )
-        speakers = "<br>".join(
-            f"<code>{_e(s.address)}</code> advbase {s.advbase} advskew {s.advskew}"
-            + (f" demote {s.demote}" if s.demote else "")
-            + (" <b>master</b>" if s.address in g.masters else "")
-            + f" <span class='muted'>last {_ago(s.last_seen, now)}</span>"
-            for s in sorted(g.speakers, key=lambda s: s.advskew)
-        )
-        cells = [_where(g.key.segment), _e(g.key.family), f"<b>{g.key.vrid}</b>", state, speakers]
-        css = ' class="row-bad"' if colliding else ""
-        rows.append(f"<tr{css}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("Segment", "Family", "vhid", "State", "Speakers"))
-    return (
-        "<h2>CARP neighbours</h2>"
-        '<div class="sub">CARP (carp(4), pfSense, OPNsense, ucarp) shares VRRP\'s protocol '
-        "number and virtual MACs; it is not VRRP and never counted as such.</div>"
-        f'<table id="carp"><thead><tr>{head}</tr></thead><tbody>\n'
-        + "\n".join(rows)
-        + "\n</tbody></table>"
-    )
+# (severity, problem, the VRID it is of, or what it is on when no VRID is heard, since)
+Problem = tuple[str, str, VridKey | str, float | None]
 
 
-def _banner(problems: list[tuple[str, str, VridKey, float | None]]) -> str:
+def _banner(problems: list[Problem]) -> str:
     """Each problem by name, VRID and start: what the on-call reads first."""
     if not problems:
         return ""
-    problems.sort(key=lambda p: (p[0] != "bad", p[3] is None, p[3] or 0.0, p[2]))
+    problems.sort(key=lambda p: (p[0] != "bad", p[3] is None, p[3] or 0.0, str(p[2])))
     items = [
-        f'<li data-severity="{severity}">{_e(text)} on {_e(vrid_name(key))}'
+        f'<li data-severity="{severity}">{esc(text)} on '
+        + esc(key if isinstance(key, str) else vrid_name(key))
         + (f' since <span title="{stamp(since)}">{wall(since)}</span>' if since else "")
         + "</li>"
         for severity, text, key, since in problems[:BANNER_ITEMS]
@@ -499,12 +426,23 @@ def render(
     links_down: Collection[Segment] = (),
     history: History | None = None,
     names: Mapping[str, str] | None = None,
+    claims: Sequence[ClaimView] = (),
+    across_hosts: Sequence[tuple[str, float]] = (),
 ) -> str:
+    """`claims`: the announced addresses that matter; `across_hosts`: split-brains the peers'
+    pages show (what they are on, since when)."""
     history = history or History()
     heard = [r.address for v in views for r in v.routers]
     spans = [a for v in views for s in history.track(v.key).spans for a in s.addresses]
     page = _Page(now, Names(names), history, colours([*heard, *spans], Names(names)))
-    rows, problems = [], []
+    rows: list[tuple[tuple[int, str], VridKey]] = []
+    problems: list[Problem] = [("bad", "SPLIT-BRAIN ACROSS HOSTS", on, t) for on, t in across_hosts]
+    problems += [
+        ("bad", f"{VIP_CONFLICT} {c.key.address}", f"{c.key.segment.interface} (no VRID heard)",
+         c.conflict_since)
+        for c in claims
+        if c.conflict_since is not None and not c.vrid
+    ]  # fmt: skip
     for view in views:
         held = addresses.get(view.key.segment.netns)
         own = ownership(view, held) if held is not None else None
@@ -518,10 +456,12 @@ def render(
         down = ", ".join(sorted(s.interface for s in links_down))
         kept = sum(1 for v in views if v.link_down)
         summary = ("warn", f"Link down: {down}; its {kept} VRIDs are held as last heard.")
-    elif not rows:
+    elif not rows and not problems:
         summary = ("warn", "No VRRP adverts heard yet.")
-    elif bad:
-        summary = ("bad", f"{bad} of {len(rows)} VRIDs need attention.")
+    elif bad or problems:
+        needing = f"{bad} of {len(rows)} VRIDs need attention." if bad else ""
+        beyond = "Two hosts claim one VRID." if across_hosts else "Two MACs answer for one VIP."
+        summary = ("bad", needing or beyond)
     elif warn:
         summary = ("warn", f"{warn} of {len(rows)} VRIDs need a look.")
     else:
@@ -533,18 +473,18 @@ def render(
     )  # fmt: skip
     body = "\n".join(row for (_, row), _ in rows)
     collisions = {tuple(v.key) for v in views if v.carp_collision}
-    carp_html = _carp_table(carp or [], now, collisions)
+    carp_html = carp_table(carp or [], now, collisions) + claims_table(list(claims), now)
     recent = list(page.history.recent)
     stamped = partial(wall, ms=True)
     events = events_table(moments(recent)[::-1], page.names, stamped) if recent else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>ka-exporter on {_e(host)}</title><style>{STYLE}{STRIP_STYLE}</style></head>
-<body>{STRIP_DEFS}<h1>ka-exporter on {_e(host)}</h1>
+<title>ka-exporter on {esc(host)}</title><style>{STYLE}{STRIP_STYLE}</style></head>
+<body>{STRIP_DEFS}<h1>ka-exporter on {esc(host)}</h1>
 <div class="sub">VRRP as seen on the wire · times UTC, now {wall(now)} · refreshes every
-{REFRESH_SECONDS} s · <a href="{_e(telemetry_path)}">metrics</a> · version {_e(version)}</div>
-<div class="summary {summary[0]}" id="summary">{_e(summary[1])}{_banner(problems)}</div>
+{REFRESH_SECONDS} s · <a href="{esc(telemetry_path)}">metrics</a> · version {esc(version)}</div>
+<div class="summary {summary[0]}" id="summary">{esc(summary[1])}{_banner(problems)}</div>
 {LEGEND}
 <table id="vrids"><thead><tr>{head}</tr></thead><tbody>
 {body}

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
 from ka_exporter.analyze import Analysis, replay, to_html, to_json, to_table, use_colour
 from ka_exporter.model import Event, EventType
-from ka_exporter.status import Names, wall
+from ka_exporter.page import wall
+from ka_exporter.status import Names
 from tests import segments
 from tests.browser import browse
 from tests.frames import advert, pcap_bytes, scapy_fields
@@ -221,6 +223,7 @@ DETAIL_KEYS = {
 def test_json_has_the_documented_keys(analyses: dict[str, Analysis], name: str) -> None:
     doc = json.loads(to_json(analyses[name]))
     top = {"packets", "start", "end", "vrids", "events", "rejects", "untracked_adverts", "carp"}
+    top.add("vip_claims")
     assert set(doc) == top
     assert all(isinstance(n, int) for n in doc["rejects"].values())
     assert doc["vrids"] and doc["events"]
@@ -400,6 +403,14 @@ def test_pcapng_interfaces_are_segments_named_or_numbered() -> None:
 
 # --- reasons and failover gaps on real keepalived captures -------------------------------------
 
+VMAC_61 = "00:00:5e:00:01:3d"
+
+
+def garp_frame(mac: str, vip: str) -> bytes:
+    arp = ARP(op=1, hwsrc=mac, psrc=vip, hwdst="ff:ff:ff:ff:ff:ff", pdst=vip)
+    return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / arp)
+
+
 REASONS = {
     "vrrp-all": ["split_brain_end", "preempted", *["resigned"] * 5],  # partition, heal, stops
     "vrrp-strict-vmac-fault": ["resigned", "preempted"],  # FAULT, then back from it
@@ -528,3 +539,29 @@ def test_a_ucarp_capture_names_carp_and_the_collision() -> None:
         ("collision_start", 63)
     ]
     assert {v["vrid"] for v in doc["vrids"]} == {63}
+
+
+def test_vip_claims_of_a_capture_say_who_announced_each_vip() -> None:
+    """keepalived with use_vmac: the virtual MAC announces VIP 192.0.2.61 at each takeover."""
+    with (DATA / "vrrp-strict-vmac-fault.pcap").open("rb") as f:
+        doc = json.loads(to_json(replay(f)))
+    (claim,) = doc["vip_claims"]
+    assert (claim["vip"], claim["vrid"], claim["last_mac"]) == ("192.0.2.61", 61, VMAC_61)
+    assert (claim["conflict"], claim["conflicts"]) == (False, 0)
+    assert [(m["mac"], m["count"]) for m in claim["macs"]] == [(VMAC_61, 25)]
+
+
+def test_a_vip_two_macs_announce_in_turns_is_a_conflict_in_analyze() -> None:
+    """A capture where only announcements are heard (unicast VRRP): the conflict from L2 alone."""
+    a_mac, b_mac = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+    records = [
+        (1000.0 + t, garp_frame(mac, "192.0.2.51"))
+        for t, mac in ((0, a_mac), (0.3, b_mac), (5, a_mac), (5.3, b_mac))
+    ]
+    analysis = replay_bytes(pcap_bytes(records, 1))
+    doc = json.loads(to_json(analysis))
+    (claim,) = doc["vip_claims"]
+    assert (claim["vrid"], claim["conflicts"]) == (None, 1)
+    (start,) = [e for e in doc["events"] if e["type"] == "vip_conflict_start"]
+    assert (start["vip"], start["addresses"], start["offset"]) == ("192.0.2.51", [a_mac, b_mac], 5)
+    assert "192.0.2.51 on capture  1 conflicts" in to_table(analysis)

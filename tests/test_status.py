@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ka_exporter.decode import LinkType
+from ka_exporter.decode import Claim, LinkType
 from ka_exporter.history import History
 from ka_exporter.model import Event, EventType, Model, Segment, VridKey
-from ka_exporter.status import render, wall
+from ka_exporter.page import wall
+from ka_exporter.status import render
 from lab import Flavour, Instance, wait_for
 from lab.addressing import host_ipv4, node_host
 from lab.exporter import NsExporter
@@ -281,3 +282,25 @@ def test_a_live_failover_on_the_page_in_chromium(make_lab: MakeLab, tmp_path: Pa
     (svg,) = re.findall(r'<svg class="strip".*?</svg>', dom, re.DOTALL)
     assert re.findall(r'<rect class="span (\w+)"', svg)[-3:] == ["master", "none", "master"]
     assert f"<b>node1</b> <code>{n1}</code> gone since" in dom and "(silent)" in dom
+
+
+def test_who_answers_for_each_vip_and_a_conflict_no_vrid_explains() -> None:
+    """A unicast pair seen from a third host: no VRRP heard, only the announcements."""
+    model = Model()
+    a_mac, b_mac = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+    for t, mac in ((0.0, a_mac), (0.3, b_mac), (5.0, a_mac), (5.3, b_mac)):
+        model.observe_claim(ETH0, Claim(t, "ipv4", "192.0.2.51", mac))
+    model.observe_claim(ETH0, Claim(1.0, "ipv4", "192.0.2.77", a_mac))  # a host's own, once
+    html = render([], {}, 6.0, "h", "v", "/metrics", claims=model.claims_snapshot(6.0))
+    assert "No VRRP adverts heard yet." not in html
+    assert "Two MACs answer for one VIP." in html
+    assert "VIP CONFLICT 192.0.2.51 on eth0 (no VRID heard) since" in html
+    claims = html[html.index('<table id="claims">') :]
+    assert claims.count("<tr") == 2 and "192.0.2.77" not in claims
+    assert "<code>02:00:00:00:00:0b</code> 2 times <b>last</b>" in claims
+
+
+def test_a_split_brain_across_hosts_is_in_the_banner() -> None:
+    html = render([], {}, 100.0, "h", "v", "/metrics", across_hosts=[("VRID 10 (ipv4): a, b", 90)])
+    assert "Two hosts claim one VRID." in html
+    assert "SPLIT-BRAIN ACROSS HOSTS on VRID 10 (ipv4): a, b since" in html

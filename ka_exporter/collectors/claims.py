@@ -1,6 +1,5 @@
-"""Who answers for each VIP, from its announcements: for the addresses that matter, the VIPs
-advertised on the segment or given with --vrrp.vip, and any address two MACs announced (a host
-announcing its own address once at boot is not news)."""
+"""Who answers for each VIP, from its announcements, for the addresses that matter
+(Model.claims_snapshot)."""
 
 from __future__ import annotations
 
@@ -35,8 +34,6 @@ class ClaimsCollector(Collector):
         add, model = f.add, self.model
         for view in model.claims_snapshot(self.clock()):
             key = view.key
-            if not (len(view.macs) > 1 or view.conflicts or model.is_vip(key)):
-                continue
             base = segment_labels(key.segment).extend(family=key.family, vip=key.address)
             add("vrrp_vip_claimant", base.extend(mac=view.last_mac), 1)
             for claim in view.macs:

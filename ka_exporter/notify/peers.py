@@ -119,7 +119,7 @@ class PeerState:
         self, claim: Claim, status: Status, starts: float, ends: float | None, hosts: list[str]
     ) -> Alert:
         family, vlan, vrid = claim
-        on = f"VRID {vrid} ({family}{f', VLAN {vlan}' if vlan else ''})"
+        on = describe(claim)
         if status is Status.FIRING:
             summary = f"split brain on {on} across hosts: {', '.join(hosts)}"
         else:
@@ -160,6 +160,12 @@ class PeerCollector(Collector):
         yield from (up, masters, split)
 
 
+def describe(claim: Claim) -> str:
+    """`VRID 10 (ipv4, VLAN 100)`."""
+    family, vlan, vrid = claim
+    return f"VRID {vrid} ({family}{f', VLAN {vlan}' if vlan else ''})"
+
+
 class PeerWatch:
     """Reads every peer once per POLL_SECONDS, in the exporter's loop."""
 
@@ -174,6 +180,14 @@ class PeerWatch:
         self.peers = tuple(peers)
         self.state, self.own, self.on_alerts, self.clock = state, own, on_alerts, clock
         self.collector = PeerCollector(state, self.peers)
+
+    def split_brains(self) -> list[tuple[str, float]]:
+        """What the open cross-host split-brains are on, with their hosts, and since when."""
+        who = self.state.claimants()
+        return [
+            (f"{describe(c)}: {', '.join(who.get(c, []))}", since)
+            for c, since in sorted(self.state.open.items())
+        ]
 
     async def _read(self, session: aiohttp.ClientSession, peer: str) -> frozenset[Claim] | None:
         try:
