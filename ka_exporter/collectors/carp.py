@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from prometheus_client.registry import Collector
-
-from ka_exporter.exposition import Family, TextCache
-from ka_exporter.metrics import Families, segment_labels
-from ka_exporter.model import Model
+from ka_exporter.collectors.base import ModelCollector
+from ka_exporter.exposition import Family
+from ka_exporter.metrics import segment_labels
 
 
-class CarpCollector(Collector):
+class CarpCollector(ModelCollector):
     names = (
         "carp_masters",
         "carp_speaker_advertisements",
@@ -21,13 +19,8 @@ class CarpCollector(Collector):
         "carp_speaker_last_advert_timestamp_seconds",
     )
 
-    def __init__(self, model: Model, clock: Callable[[], float]) -> None:
-        self.model = model
-        self.clock = clock
-        self._texts: TextCache = {}
-
     def collect(self) -> Iterator[Family]:
-        f = Families(self.names, self._texts)
+        f = self.families()
         add = f.add
         for view in self.model.carp_snapshot(self.clock()):
             key = view.key

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from prometheus_client.registry import Collector
-
-from ka_exporter.exposition import NO_LABELS, Family, TextCache
-from ka_exporter.metrics import Families, segment_labels
-from ka_exporter.model import Model
+from ka_exporter.collectors.base import ModelCollector
+from ka_exporter.exposition import NO_LABELS, Family
+from ka_exporter.metrics import segment_labels
 
 
-class ClaimsCollector(Collector):
+class ClaimsCollector(ModelCollector):
     names = (
         "vrrp_vip_claimant",
         "vrrp_vip_claims",
@@ -24,13 +22,8 @@ class ClaimsCollector(Collector):
         "vrrp_tracked_claims_limit",
     )
 
-    def __init__(self, model: Model, clock: Callable[[], float]) -> None:
-        self.model = model
-        self.clock = clock
-        self._texts: TextCache = {}
-
     def collect(self) -> Iterator[Family]:
-        f = Families(self.names, self._texts)
+        f = self.families()
         add, model = f.add, self.model
         for view in model.claims_snapshot(self.clock()):
             key = view.key
