@@ -185,6 +185,7 @@ def tshark_claims(pcap: Path, vip: str) -> list[tuple[float, str, dict[str, str]
         "icmpv6.nd.na.flag.o",
         "ipv6.dst",
         "eth.src",
+        "eth.dst",
     )
     argv = [TSHARK, "-r", str(pcap), "-Y", TSHARK_CLAIMS, "-T", "fields"]
     for name in names:
@@ -214,6 +215,17 @@ def first_return(claims: list[tuple[float, str, Any]], window: float) -> float |
         last[mac] = t
         previous = mac
     return None
+
+
+def bursts(times: list[float], gap: float = 0.3) -> list[list[float]]:
+    """Announcement times grouped into bursts: runs less than `gap` apart."""
+    grouped: list[list[float]] = []
+    for t in times:
+        if grouped and t - grouped[-1][-1] < gap:
+            grouped[-1].append(t)
+        else:
+            grouped.append([t])
+    return grouped
 
 
 def vip_claims_entry(doc: dict[str, Any], vip: str) -> dict[str, Any] | None:
@@ -296,6 +308,7 @@ def split_brain_run(inst: Instance, args: tuple[str, ...], pcap: Path) -> Run:
                 return bool(of_type(events(exporter.log), "vip_conflict_start", start))
 
             until(flagged, 8)
+            time.sleep(2 * REFRESH + 0.5)  # both announcing in turns: the new master's bursts too
             phase("split", start, exporter)
 
             start = time.time()
@@ -435,7 +448,7 @@ def test_capture_of_the_split_brain_replayed_shows_the_same_conflict(split: Run)
         entry = vip_claims_entry(split.doc, split.vip)
         assert entry is not None, split.doc["vip_claims"]
         assert entry["family"] == split.family
-        assert entry["vrid"] == 0
+        assert not entry["vrid"]  # no VRID advertises it where it is heard
         assert entry["last_mac"] == split.macs[2]  # the new master after n1 stopped
         assert entry["conflicts"] == 1
         assert {m["mac"] for m in entry["macs"]} == {split.macs[1], split.macs[2]}
@@ -477,8 +490,25 @@ def test_capture_announcements_as_tshark_reads_them(split: Run) -> None:
             assert (row["icmpv6.nd.na.flag.o"], row["icmpv6.nd.na.flag.s"]) == ("1", "0"), row
             assert row["icmpv6.nd.na.flag.r"] == "0"
             assert row["ipv6.dst"] == "ff02::1"
-    else:  # keepalived's gratuitous ARP: requests, broadcast
-        assert {row["arp.opcode"] for _, _, row in claims} == {"1"}
+    else:
+        # keepalived's gratuitous ARP: requests, broadcast. A reply whose sender is the VIP
+        # (the other master's kernel answering a request for the VIP it holds) goes to the
+        # asker alone, during the split brain only.
+        begin, healed = split.phases["split"][0], split.phases["heal"][1]
+        for t, _, row in claims:
+            if row["arp.opcode"] == "1":
+                assert row["eth.dst"] == "ff:ff:ff:ff:ff:ff", row
+            else:
+                assert row["arp.opcode"] == "2", row
+                assert row["eth.dst"] in {split.macs[1], split.macs[2]}, row
+                assert begin <= t <= healed, row
+    # what keepalived sends at takeover: garp_master_repeat (5) at once, as many again
+    # garp_master_delay (1 s) later (with the refresh falling due then too), then one a refresh
+    split_start, heal = split.phases["split"][0], split.phases["heal"][0]
+    taken = bursts([t for t, mac, _ in claims if mac == split.macs[2] and split_start < t < heal])
+    assert [len(b) for b in taken[:2]] in ([5, 5], [5, 6]), taken
+    assert taken[1][0] - taken[0][0] == pytest.approx(1.0, abs=0.3)
+    assert all(len(b) == 1 for b in taken[2:]), taken
     start = replayed(split.doc, "vip_conflict_start", split.vip)
     assert start, split.doc["events"]
     turn = first_return(claims, WINDOW)
@@ -512,26 +542,29 @@ def test_use_vmac_announces_from_the_virtual_mac(make_lab: MakeLab, claims_host:
     v4 = announcing(Instance(81, Flavour.V3, use_vmac=True))
     v6 = announcing(Instance(82, Flavour.V3_V6, use_vmac=True))
     lab = make_lab([v4, v6])
-    exporter = NsExporter(lab, "mon", args=("--vrrp.claim-window", f"{WINDOW:g}"))
-    exporter.wait_ready()
-    lab.start_all()
-    interfaces = {inst.vrid: f"vrrp.{inst.vrid}" for inst in (v4, v6)}
-    for inst in (v4, v6):
-        assert until(lambda inst=inst: "master_elected" in _types(exporter, inst.vrid), 8), (
-            exporter.describe()
-        )
-        assert mac_of(lab, 1, interfaces[inst.vrid]) == inst.vmac
-    eth0 = {mac_of(lab, n) for n in lab.nodes}
-    time.sleep(REFRESH + 0.5)
-    before = scrape_or_error(exporter)
-    start = time.time()
-    lab.kill(1)
-    for inst in (v4, v6):
-        assert until(lambda inst=inst: _announced(exporter, inst.vrid, start), 8), (
-            exporter.describe()
-        )
-    time.sleep(REFRESH + 0.5)
-    after = scrape_or_error(exporter)
+    args = ("--vrrp.claim-window", f"{WINDOW:g}")
+    with lab.capture(lab.workdir / "vmac.pcap", capture_filter=ANNOUNCE_FILTER) as pcap:
+        exporter = NsExporter(lab, "mon", args=args)
+        exporter.wait_ready()
+        lab.start_all()
+        interfaces = {inst.vrid: f"vrrp.{inst.vrid}" for inst in (v4, v6)}
+        for inst in (v4, v6):
+            assert until(lambda inst=inst: "master_elected" in _types(exporter, inst.vrid), 8), (
+                exporter.describe()
+            )
+            assert mac_of(lab, 1, interfaces[inst.vrid]) == inst.vmac
+        eth0 = {mac_of(lab, n) for n in lab.nodes}
+        time.sleep(REFRESH + 0.5)
+        before = scrape_or_error(exporter)
+        start = time.time()
+        lab.kill(1)
+        for inst in (v4, v6):
+            assert until(lambda inst=inst: _announced(exporter, inst.vrid, start), 8), (
+                exporter.describe()
+            )
+        time.sleep(REFRESH + 0.5)
+        after = scrape_or_error(exporter)
+    doc = analyze(pcap, args)
     found = events(exporter.log)
     for inst in (v4, v6):
         vip = inst.vip_addresses[0]
@@ -543,6 +576,17 @@ def test_use_vmac_announces_from_the_virtual_mac(make_lab: MakeLab, claims_host:
         assert announced[0].fields["vip"] == vip
         assert float(announced[0].fields["after_seconds"]) < 1.0
         assert not [e for e in of_type(found, "vip_conflict_start") if e.fields["vip"] == vip]
+        replayed_announced = replayed(doc, "vip_announced", vip)
+        assert replayed_announced, doc["events"]
+        assert {tuple(e["addresses"]) for e in replayed_announced} == {(inst.vmac,)}
+        assert not replayed(doc, "vip_conflict_start", vip)
+        if "vip_claims" in doc:
+            entry = vip_claims_entry(doc, vip)
+            assert entry is not None, doc["vip_claims"]
+            assert entry["vrid"] == inst.vrid  # the VRID advertising it, heard here
+            assert entry["last_mac"] == inst.vmac
+            assert [m["mac"] for m in entry["macs"]] == [inst.vmac]
+            assert entry["conflicts"] == 0
         if CLAIM_METRICS:
             for scrape in (before, after):
                 assert claimant(scrape, vip) == {inst.vmac}, scrape
