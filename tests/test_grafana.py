@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from scapy.layers.l2 import ARP, Ether
 
 from lab import Flavour, Instance, Lab, double_master, wait_for
 from lab import prometheus as prom
@@ -306,6 +307,48 @@ def carp_neighbours(lab: Lab) -> None:
     lab.exec_in("mon", [sys.executable, "-c", REPEAT, *(frame.hex() for frame in frames)])
 
 
+CONFLICT_VIP = "192.0.2.163"  # the VIP of the VRRP router on 63 above; no keepalived holds it
+TAKEN_VIP6 = "2001:db8:0:1::1:12"  # VRID 12's, which node 2 takes over with VRID 10's
+CONFLICT_MACS = ("00:00:5e:00:53:01", "00:00:5e:00:53:02")  # RFC 7042's documentation MACs
+TURNS = (
+    "import socket, sys, time\n"
+    "frames = [bytes.fromhex(h) for h in sys.argv[2:]]\n"
+    "with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:\n"
+    "    s.bind(('eth0', 0))\n"
+    "    for i in range(int(sys.argv[1])):\n"
+    "        s.send(frames[i % len(frames)])\n"
+    "        time.sleep(0.5)\n"
+)
+
+
+def gratuitous_arp(vip: str, mac: str) -> bytes:
+    """An ARP request for `vip` from `vip`, broadcast: how keepalived announces an IPv4 VIP."""
+    arp = ARP(op=1, hwsrc=mac, psrc=vip, hwdst="00:00:00:00:00:00", pdst=vip)
+    return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / arp)
+
+
+def vip_conflict(lab: Lab) -> None:
+    """Two MACs announcing the VIP of the VRRP router on 63 in turns from the monitor namespace,
+    every half second for a minute at most: a VIP conflict for every exporter (the third
+    announcement starts it), as two masters' gratuitous ARPs make one."""
+    frames = [gratuitous_arp(CONFLICT_VIP, mac).hex() for mac in CONFLICT_MACS]
+    lab.exec_in("mon", [sys.executable, "-c", TURNS, "120", *frames])
+
+
+def node_mac(lab: Lab, node: int) -> str:
+    return lab.run_in(node, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+
+def shown(prometheus: prom.Prometheus, title: str, ref_id: str) -> list[dict[str, Any]]:
+    """What a panel's query returns with every variable set to "All"."""
+    board = dashboard()
+    every = {"$" + v["name"]: v["allValue"] for v in variables(board) if "allValue" in v}
+    (panel,) = [p for p in panels(board) if p["title"] == title and p["type"] != "stat"]
+    (target,) = [t for t in panel["targets"] if t["refId"] == ref_id]
+    result: list[dict[str, Any]] = prometheus.query(substitute(target["expr"], every))
+    return result
+
+
 @pytest.mark.lab
 def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path: Path) -> None:
     absent = [t for t in ("prometheus", "prometheus-alertmanager") if not shutil.which(t)]
@@ -352,11 +395,13 @@ def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path
         lab.start_all()
         wait_for(lambda: all(lab.master_of(i.vrid) for i in instances), 15, what="masters")
 
-        # what the history panels show: one failover (node 1 stops; VRID 10 and 12 move)
+        # what the history panels show: one failover (node 1 stops; VRID 10 and 12 move), which
+        # node 2 announces (keepalived's gratuitous ARP and unsolicited NA)
         lab.kill(1)
         wait_for(lambda: lab.master_of(10) == 2 and lab.master_of(12) == 2, 15, what="failover")
         corrupt_advert(lab)
         carp_neighbours(lab)
+        vip_conflict(lab)
 
         # until every target is scraped and every query has data, with every option of the
         # variables and with the first one (one cluster, one exporter, the lowest VRID) alone;
@@ -385,10 +430,35 @@ def test_every_panel_and_variable_query_returns_data(make_lab: MakeLab, tmp_path
         links = prometheus.query(f'ka_exporter_link_up{{cluster="{CLUSTER}"}} == 1')
         assert len(links) == len(ports), links
         # the CARP table's collision column joins the VRID's flag to the vhid of its number
-        (table,) = [p for p in panels(dashboard()) if p["title"] == "CARP groups"]
-        (column,) = [t for t in table["targets"] if "vrrp_carp_collision" in t["expr"]]
-        every = {"$" + v["name"]: v["allValue"] for v in variables(dashboard()) if "allValue" in v}
-        flags = prometheus.query(substitute(column["expr"], every))
+        flags = shown(prometheus, "CARP groups", "C")
         assert sorted((r["metric"]["vhid"], r["value"][1]) for r in flags) == sorted(
             [(str(CARP_VHID), "0"), (str(COLLIDING), "1")] * len(ports)
         ), flags
+        # the failover panels: VRIDs 10 and 12 changed once, their master resigned (SIGTERM),
+        # and node 2 took over after its skew time, (256 - 100) / 256 s: counted though the
+        # series were born with the change
+        changes = shown(prometheus, "Master changes by reason", "A")
+        by_reason = sorted((r["metric"]["vrid"], r["metric"]["reason"]) for r in changes)
+        assert by_reason == [("10", "resigned"), ("12", "resigned")], changes
+        assert all(r["value"][1] == "1" for r in changes), changes
+        gaps = shown(prometheus, "Failover gap", "A")
+        assert sorted(r["metric"]["vrid"] for r in gaps) == ["10", "12"], gaps
+        assert all(0.3 < float(r["value"][1]) < 1.5 for r in gaps), gaps
+        # who answers for each VIP: node 2 for those it took over, and it announced them at
+        # once; the VIP announced by two MACs in turns is a conflict, the takeover is not
+        vips = "Who answers for each VIP"
+        claimants = shown(prometheus, vips, "A")
+        taken = {r["metric"]["mac"] for r in claimants if r["metric"]["vip"] != CONFLICT_VIP}
+        assert taken == {node_mac(lab, 2)}, claimants
+        delays = [r for r in shown(prometheus, vips, "D") if r["metric"]["vrid"] in ("10", "12")]
+        assert {r["metric"]["vip"] for r in delays} == {"192.0.2.110", TAKEN_VIP6}, delays
+        assert all(float(r["value"][1]) < 5 for r in delays), delays
+
+        def conflicts() -> set[tuple[str, str]]:
+            flags = shown(prometheus, vips, "C")
+            return {
+                (r["metric"]["instance"], r["metric"]["vip"]) for r in flags if r["value"][1] == "1"
+            }
+
+        expected = {(f"127.0.0.1:{port}", CONFLICT_VIP) for port in ports.values()}
+        wait_for(lambda: conflicts() == expected, 10, 0.5, what="the VIP conflict")
