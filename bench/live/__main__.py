@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--only",
         choices=("live", "metrics", "l2"),
         help="measure and write one section: live (root, ~3 min), metrics (no network) or l2"
-        " (root, ARP/ND background and announcement storms, ~2 min)",
+        " (root, ARP/ND background and announcement storms, ~3 min)",
     )
     parser.add_argument(
         "--write", type=Path, metavar="MARKDOWN", help="update this file's sections"
