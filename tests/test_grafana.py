@@ -187,6 +187,13 @@ def test_states_are_value_mapped() -> None:
     assert mapping_texts(columns["split-brain"]["mappings"]) == {"0": "OK", "1": "SPLIT-BRAIN"}
     roles = board["Routers"]["fieldConfig"]["overrides"][0]["properties"][0]["value"]
     assert mapping_texts(roles) == {"0": "BACKUP", "1": "MASTER"}
+    conflict = board["VIP conflict"]["fieldConfig"]["defaults"]["mappings"]
+    assert mapping_texts(conflict) == {"0": "OK", "1": "CONFLICT"}
+    columns = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in board["Who answers for each VIP"]["fieldConfig"]["overrides"]
+    }
+    assert mapping_texts(columns["conflict"]["mappings"]) == {"0": "OK", "1": "CONFLICT"}
 
 
 def test_provisioning_files() -> None:
