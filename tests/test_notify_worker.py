@@ -19,7 +19,7 @@ import pytest
 from ka_exporter.notify import cli
 from ka_exporter.notify.alert import Alert, Severity, Source, Status
 from ka_exporter.notify.secret import Redactor
-from ka_exporter.notify.sink import Reject, Retry
+from ka_exporter.notify.sink import MAX_AGE, MAX_ATTEMPTS, Reject, Retry
 from ka_exporter.notify.sinks import SINK_TYPES
 from ka_exporter.notify.spool import Backoff, Spool
 from ka_exporter.notify.worker import GRACE, Worker
@@ -55,7 +55,10 @@ def test_burst_while_the_sink_is_down_is_delivered_once_each(
 
     asyncio.run(scenario())
     assert Counter(receiver.ids) == Counter({alert(n).id: 1 for n in range(100)})
-    assert receiver.ids == [alert(n).id for n in range(100)]  # in order
+    # in order, but for the one row a failing head lets through as a probe: should the sink come
+    # back between the head's failure and the probe, the probe is delivered first
+    order = [alert(n).id for n in range(100)]
+    assert any([i for i in receiver.ids if i != x] == [i for i in order if i != x] for x in order)
     results = spool.counts("deliveries")
     assert results[("hook", "delivered")] == 100 and results[("hook", "retried")] >= 1
     assert spool.stats().depth == 0
@@ -64,6 +67,7 @@ def test_burst_while_the_sink_is_down_is_delivered_once_each(
 class FakeSink:
     timeout = 5.0
     redact = Redactor()
+    max_attempts, max_age = MAX_ATTEMPTS, MAX_AGE
 
     def __init__(self, name: str, outcomes: list[Exception | None], resend: float | None = None):
         self.name, self.outcomes, self.resend_interval = name, outcomes, resend
@@ -83,7 +87,9 @@ def test_reject_dead_letters_and_other_sinks_go_on(tmp_path: Path) -> None:
     spool.enqueue([(alert(n), ["bad", "good"]) for n in range(3)], time.time())
     asyncio.run(Worker(spool, {"bad": bad, "good": good}).drain(linger=1.0))
     assert good.sent == [alert(n).id for n in range(3)]
-    assert bad.sent == [alert(0).id, alert(1).id, alert(1).id, alert(1).id, alert(2).id]
+    # alert 1 fails, so alert 2 (another VRID) is tried: it fails too, the sink is down, and
+    # its order holds: alert 1 first again
+    assert bad.sent == [alert(0).id, alert(1).id, alert(2).id, alert(1).id, alert(2).id]
     (dead,) = spool.rows(("dead",))
     assert (dead.sink, dead.reason) == ("bad", "400 nope")
     assert spool.stats().depth == 0

@@ -53,6 +53,14 @@ class Alert:
         return hashlib.sha256(canonical).hexdigest()[:16]
 
     @property
+    def subject(self) -> str:
+        """What the alert is about, whatever its state: its labels but `state` (a keepalived
+        instance, a VRID on a link). A sink gets one subject's notifications in the order they
+        happened; different subjects need not wait for each other."""
+        labels = {k: v for k, v in self.labels.items() if k != "state"}
+        return json.dumps(labels, sort_keys=True)
+
+    @property
     def id(self) -> str:
         """Identity of this one notification: stable across retries, new for each change."""
         canonical = json.dumps([self.fingerprint, self.status.value, self.starts_at, self.ends_at])

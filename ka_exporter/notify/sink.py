@@ -12,6 +12,13 @@ from typing import Protocol
 from ka_exporter.notify.alert import Alert
 from ka_exporter.notify.secret import Redactor
 
+# How long a delivery is retried before it becomes a dead letter with its last reason, whichever
+# comes first; each sink may set its own (`max_attempts`, `max_age`). With the backoff's full
+# jitter and 300 s cap, 50 attempts are about two hours of a receiver answering 5xx (at most
+# about four); a day is as stale as an alert about a failover may be and still say something.
+MAX_ATTEMPTS = 50
+MAX_AGE = 86400.0
+
 
 class Retry(Exception):
     def __init__(self, reason: str, after: float | None = None) -> None:
@@ -30,6 +37,8 @@ class Sink(Protocol):
     resend_interval: float | None
     timeout: float  # seconds: the bound of one whole attempt, connect to the last answer
     redact: Redactor  # blacks out the secrets the sink holds, in every form they are sent in
+    max_attempts: int  # a delivery retried this many times is a dead letter
+    max_age: float  # seconds: so is one first queued this long ago
 
     async def send(self, alert: Alert) -> None:
         """Delivers one alert or raises Retry or Reject."""

@@ -9,6 +9,7 @@ to power loss means a duplicate, never a loss.
 
 from __future__ import annotations
 
+import enum
 import errno
 import fcntl
 import logging
@@ -83,12 +84,27 @@ class Backoff:
         return max(jitter, after or 0.0)
 
 
+class Pick(enum.Enum):
+    """Which pending row of a sink claim() gives.
+
+    HEAD: the oldest, once due; the rows behind it wait (a sink that is down keeps its order).
+    ANY: the oldest due row of any subject (Alert.subject) whose older rows are all done, so a
+    row in backoff holds back its own subject only; one subject's rows stay in order.
+    PROBE: the oldest row of another subject than the head's, due or not: whether the sink
+    delivers anything at all while its head fails."""
+
+    HEAD = "head"
+    ANY = "any"
+    PROBE = "probe"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     seq: int
     alert: Alert
     sink: str
     attempts: int
+    queued: float = 0.0  # when the alert was first spooled: the age max_age bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,26 +358,47 @@ class Spool:
 
     # --- the worker ----------------------------------------------------------------------------
 
-    def claim(self, sink: str, now: float) -> Delivery | None:
-        """The sink's oldest pending delivery if it is due: one at a time keeps the order."""
+    def claim(self, sink: str, now: float, pick: Pick = Pick.HEAD) -> Delivery | None:
+        """The sink's next delivery to attempt (see Pick), leased, or None if none is due.
+        Rows that cannot be read are set aside on the way."""
         with self.transaction():
-            while True:
-                row = self.conn.execute(
-                    "SELECT d.seq, a.body, d.attempts, d.due, d.lease_until FROM deliveries d "
-                    "JOIN alerts a ON a.id = d.alert_id "
-                    "WHERE d.sink = ? AND d.state = 'pending' ORDER BY d.seq LIMIT 1",
-                    (sink,),
-                ).fetchone()
-                if row is None or row[3] > now or row[4] > now:
-                    return None
-                alert = _alert(row[1])
-                if isinstance(alert, Alert):
-                    break
-                self._set_aside(row[0], sink, alert, now)  # and the next row is the head
-            self.conn.execute(
-                "UPDATE deliveries SET lease_until = ? WHERE seq = ?", (now + LEASE_SECONDS, row[0])
+            rows = self.conn.execute(
+                "SELECT d.seq, a.body, d.attempts, d.due, d.lease_until, a.created "
+                "FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
+                "WHERE d.sink = ? AND d.state = 'pending' ORDER BY d.seq",
+                (sink,),
             )
-        return Delivery(row[0], alert, sink, row[2])
+            held: set[str] = set()  # subjects with an older row still pending
+            head: str | None = None
+            chosen = None
+            for seq, body, attempts, due, lease, queued in rows.fetchall():
+                alert = _alert(body)
+                if not isinstance(alert, Alert):
+                    self._set_aside(seq, sink, alert, now)  # and the row behind is looked at
+                    continue
+                subject = alert.subject
+                if head is None:
+                    head = subject
+                if subject in held:
+                    continue
+                held.add(subject)
+                ready = max(due, lease) <= now
+                if pick is Pick.HEAD:
+                    chosen = (seq, alert, attempts, queued) if ready else None
+                    break
+                if pick is Pick.PROBE and subject != head and lease <= now:
+                    chosen = (seq, alert, attempts, queued)  # its own backoff notwithstanding
+                    break
+                if pick is Pick.ANY and ready:
+                    chosen = (seq, alert, attempts, queued)
+                    break
+            if chosen is None:
+                return None
+            seq, alert, attempts, queued = chosen
+            self.conn.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE seq = ?", (now + LEASE_SECONDS, seq)
+            )
+        return Delivery(seq, alert, sink, attempts, queued)
 
     def _set_aside(self, seq: int, sink: str, reason: str, now: float) -> None:
         """Inside a transaction: a row that cannot be read becomes a dead letter with its reason,
@@ -381,24 +418,37 @@ class Spool:
 
     def delivery(self, alert_id: str, sink: str) -> Delivery:
         """One named delivery, claimed out of turn (`ka-notify test`)."""
-        seq, body, attempts = self.conn.execute(
-            "SELECT d.seq, a.body, d.attempts FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
-            "WHERE d.alert_id = ? AND d.sink = ?",
+        seq, body, attempts, queued = self.conn.execute(
+            "SELECT d.seq, a.body, d.attempts, a.created FROM deliveries d "
+            "JOIN alerts a ON a.id = d.alert_id WHERE d.alert_id = ? AND d.sink = ?",
             (alert_id, sink),
         ).fetchone()
         alert = _alert(body)
         if not isinstance(alert, Alert):
             raise SpoolError(f"spool {self.path}: {alert}")
-        return Delivery(seq, alert, sink, attempts)
+        return Delivery(seq, alert, sink, attempts, queued)
 
-    def next_due(self, sink: str) -> float | None:
-        """When the sink's head becomes claimable (None: nothing pending)."""
-        row = self.conn.execute(
-            "SELECT max(due, lease_until) FROM deliveries "
-            "WHERE sink = ? AND state = 'pending' ORDER BY seq LIMIT 1",
+    def next_due(self, sink: str, pick: Pick = Pick.HEAD) -> float | None:
+        """When claim(sink, pick=HEAD) has the head, or claim(sink, pick=ANY) the oldest row
+        of some subject, to give (None: nothing pending)."""
+        if pick is Pick.HEAD:
+            row = self.conn.execute(
+                "SELECT max(due, lease_until) FROM deliveries "
+                "WHERE sink = ? AND state = 'pending' ORDER BY seq LIMIT 1",
+                (sink,),
+            ).fetchone()
+            return None if row is None else float(row[0])
+        rows = self.conn.execute(
+            "SELECT a.body, max(d.due, d.lease_until) FROM deliveries d "
+            "JOIN alerts a ON a.id = d.alert_id WHERE d.sink = ? AND d.state = 'pending' "
+            "ORDER BY d.seq",
             (sink,),
-        ).fetchone()
-        return None if row is None else float(row[0])
+        ).fetchall()
+        first: dict[str, float] = {}
+        for n, (body, ready) in enumerate(rows):
+            alert = _alert(body)  # a row that cannot be read is its own subject, set aside
+            first.setdefault(alert.subject if isinstance(alert, Alert) else f"#{n}", ready)
+        return min(first.values(), default=None)
 
     def delivered(self, d: Delivery, now: float, resend_interval: float | None) -> None:
         alert = d.alert

@@ -2,13 +2,23 @@
 notifications in the order they happened, and a bound on sends in flight overall.
 
 A sink that is down holds back only its own queue (its head waits out the backoff); the
-others go on. Firing alerts are re-sent to sinks that ask for it (Alertmanager) until a newer
-notification with the same labels replaces them or they end.
+others go on. Within a sink, one bad row does not hold back the rows behind it: when the head
+fails, the oldest row of another subject is tried (Pick.PROBE). If that is delivered, the sink
+works and only the head's subject is held: the other subjects' rows go on in their order while
+the failing row waits out its backoff (Pick.ANY). If the probe fails too, the sink is down and
+keeps its order (Pick.HEAD) until its head goes through, probing again after each failure of
+its head. One subject's rows (a keepalived instance's states) are never delivered out of order:
+a newer state waits behind an older one still being retried, until that one is delivered or
+becomes a dead letter.
+
+Firing alerts are re-sent to sinks that ask for it (Alertmanager) until a newer notification
+with the same labels replaces them or they end.
 
 Every attempt ends in one of three ways, so no row can hold its sink's queue for good: delivered;
-retried with backoff (the sink's Retry, which is what its `timeout` running out gives); or a
-dead letter (the sink's Reject, or any other exception: a sink that cannot render an alert
-fails the same way on every try). A sink that overruns its own timeout is cut GRACE seconds
+retried with backoff (the sink's Retry, which is what its `timeout` running out gives) until the
+sink's `max_attempts` or `max_age`; or a dead letter (the sink's Reject, any other exception: a
+sink that cannot render an alert fails the same way on every try; or a Retry past the bound,
+with its last reason). A sink that overruns its own timeout is cut GRACE seconds
 later, and that too is a retry. Reasons are made one line and redacted of every sink's secrets
 before they are logged or stored.
 """
@@ -27,7 +37,7 @@ from operator import or_
 
 from ka_exporter.notify.secret import Redactor
 from ka_exporter.notify.sink import Reject, Retry, Sink
-from ka_exporter.notify.spool import Delivery, Spool, SpoolError
+from ka_exporter.notify.spool import Delivery, Pick, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,7 @@ class Worker:
         self.slots = asyncio.Semaphore(concurrency)
         self.redact: Redactor = reduce(or_, (s.redact for s in sinks.values()), Redactor())
         self._wake = asyncio.Event()
+        self._pick: dict[str, Pick] = {}  # per sink, from how its last attempts ended
 
     def poke(self) -> None:
         """New rows are in the spool: wake every sink loop now rather than at the next poll."""
@@ -72,11 +83,15 @@ class Worker:
                 if sink.resend_interval:
                     for d in self.spool.resends_due(name, now):
                         await self.deliver(sink, d, resend=True)
-                claimed = self.spool.claim(name, now)
+                pick = self._pick.get(name, Pick.ANY)
+                claimed = self.spool.claim(name, now, pick)
+                if claimed is None and pick is Pick.PROBE:  # nothing but the head's subject
+                    self._pick[name] = pick = Pick.HEAD
+                    claimed = self.spool.claim(name, now, pick)
                 if claimed is not None:
                     await self.deliver(sink, claimed)
                     continue
-                due = self.spool.next_due(name)
+                due = self.spool.next_due(name, pick)
             except SpoolError as exc:
                 log.error("%s", exc)
                 due = now + POLL_SECONDS
@@ -109,6 +124,7 @@ class Worker:
             log.error("sink=%s alert=%s cannot be sent:\n%s", d.sink, alert.id, redact(trace))
         if outcome is None:
             result, reason = "delivered", ""
+            self._pick[d.sink] = Pick.ANY
             if not resend:
                 self.spool.delivered(d, self.clock(), sink.resend_interval)
             log.info("sink=%s alert=%s %s delivered", d.sink, alert.id, alert.status.value)
@@ -117,8 +133,15 @@ class Worker:
             if resend:
                 result = "retried" if isinstance(outcome, Retry) else "rejected"
                 log.warning("sink=%s alert=%s re-send failed: %s", d.sink, alert.id, reason)
+            elif isinstance(outcome, Retry) and (limit := self._past_bound(sink, d)) is not None:
+                result, reason = "rejected", f"{limit}: {reason}"
+                self.spool.dead(d, self.clock(), reason)
+                log.error("sink=%s alert=%s dead letter, %s", d.sink, alert.id, reason)
             elif isinstance(outcome, Retry):
                 result = "retried"
+                # the head failed: probe another subject; the probe failed too: the sink is down
+                failed = self._pick.get(d.sink, Pick.ANY)
+                self._pick[d.sink] = Pick.HEAD if failed is Pick.PROBE else Pick.PROBE
                 delay = self.spool.retry(d, self.clock(), reason, outcome.after)
                 log.warning("sink=%s alert=%s retry in %.1fs: %s", d.sink, alert.id, delay, reason)
             else:
@@ -130,3 +153,12 @@ class Worker:
         with self.spool.transaction():
             self.spool.count("deliveries", d.sink, result)
         return result, reason
+
+    def _past_bound(self, sink: Sink, d: Delivery) -> str | None:
+        """Why a delivery that failed once more is given up, if it is."""
+        attempts, age = d.attempts + 1, self.clock() - d.queued
+        if attempts >= sink.max_attempts:
+            return f"gave up after {attempts} attempts"
+        if d.queued and age >= sink.max_age:
+            return f"gave up after {attempts} attempt{'s' * (attempts != 1)} in {age:.0f} s"
+        return None

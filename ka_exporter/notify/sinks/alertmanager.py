@@ -20,7 +20,7 @@ from yarl import URL
 
 from ka_exporter.notify.alert import Alert, Status
 from ka_exporter.notify.secret import Redactor, Secret, credential_parts
-from ka_exporter.notify.sink import Reject, Retry
+from ka_exporter.notify.sink import MAX_AGE, MAX_ATTEMPTS, Reject, Retry
 from ka_exporter.notify.sinks import http
 from ka_exporter.notify.sinks.options import Options, checked_url, known_keys
 from ka_exporter.notify.sinks.payload import am_alert, resolved_at, rfc3339
@@ -39,6 +39,8 @@ class AlertmanagerSink:
     timeout: float
     redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
+    max_attempts: int = MAX_ATTEMPTS
+    max_age: float = MAX_AGE
 
     def ends_at(self, alert: Alert) -> float:
         if alert.status is Status.RESOLVED:
@@ -95,6 +97,8 @@ def build(name: str, options: Mapping[str, object]) -> AlertmanagerSink:
         auth=auth,
         external_url=opts.string("external_url", ""),
         timeout=opts.timeout(10.0),
+        max_attempts=opts.max_attempts(),
+        max_age=opts.max_age(),
         redact=Redactor(credential_parts(auth)),
         tls=opts.tls(),
     )

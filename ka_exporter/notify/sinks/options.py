@@ -15,9 +15,10 @@ from yarl import URL
 
 from ka_exporter.notify.config import OptionsError, unknown_key
 from ka_exporter.notify.secret import Secret, read_secret
+from ka_exporter.notify.sink import MAX_AGE, MAX_ATTEMPTS
 from ka_exporter.notify.spool import LEASE_SECONDS
 
-COMMON = ("timeout", "ca_file")  # every sink type has these
+COMMON = ("timeout", "ca_file", "max_attempts", "max_age")  # every sink type has these
 # One attempt, connect to answer, ends well within the lease its delivery holds.
 MAX_TIMEOUT = LEASE_SECONDS / 2
 
@@ -66,6 +67,19 @@ class Options:
                 f"{LEASE_SECONDS:g} s its delivery is leased for"
             )
         return value
+
+    def max_attempts(self) -> int:
+        """How many attempts a delivery gets before it is a dead letter."""
+        value = self._options.get("max_attempts")
+        if value is None:
+            return MAX_ATTEMPTS
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("max_attempts: expected a whole number of attempts, at least 1")
+        return value
+
+    def max_age(self) -> float:
+        """Seconds after it was queued that a delivery still failing is a dead letter."""
+        return self.number("max_age", MAX_AGE)
 
     def port(self, key: str, default: int) -> int:
         value = self._options.get(key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ka_exporter.notify.alert import Alert, Severity, Status
 from ka_exporter.notify.secret import Redactor, Secret, url_parts
+from ka_exporter.notify.sink import MAX_AGE, MAX_ATTEMPTS
 from ka_exporter.notify.sinks import http
 from ka_exporter.notify.sinks.options import Options, checked_url, known_keys
 from ka_exporter.notify.sinks.payload import facts, title
@@ -33,6 +34,8 @@ class SlackSink:
     timeout: float
     redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
+    max_attempts: int = MAX_ATTEMPTS
+    max_age: float = MAX_AGE
     resend_interval: float | None = None
 
     def body(self, alert: Alert) -> bytes:
@@ -84,6 +87,8 @@ def build(name: str, options: Mapping[str, object]) -> SlackSink:
         channel=opts.optional_string("channel"),
         username=opts.optional_string("username"),
         timeout=opts.timeout(15.0),
+        max_attempts=opts.max_attempts(),
+        max_age=opts.max_age(),
         redact=Redactor([url.reveal(), *url_parts(parsed)]),
         tls=opts.tls(),
     )

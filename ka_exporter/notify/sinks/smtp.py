@@ -29,7 +29,7 @@ import aiosmtplib
 from ka_exporter.notify import vips
 from ka_exporter.notify.alert import Alert, Status
 from ka_exporter.notify.secret import Redactor, Secret, credential_parts
-from ka_exporter.notify.sink import Reject, Retry
+from ka_exporter.notify.sink import MAX_AGE, MAX_ATTEMPTS, Reject, Retry
 from ka_exporter.notify.sinks.options import Options, known_keys
 from ka_exporter.notify.sinks.payload import facts, resolved_at, title
 
@@ -55,6 +55,8 @@ class SmtpSink:
     timeout: float
     redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
+    max_attempts: int = MAX_ATTEMPTS
+    max_age: float = MAX_AGE
     resend_interval: float | None = None
 
     def message(self, alert: Alert) -> EmailMessage:
@@ -180,6 +182,8 @@ def build(name: str, options: Mapping[str, object]) -> SmtpSink:
         subject_prefix=opts.string("subject_prefix", "[keepalived]"),
         keepalived_config=opts.string("keepalived_config", vips.DEFAULT_PATH),
         timeout=opts.timeout(30.0),
+        max_attempts=opts.max_attempts(),
+        max_age=opts.max_age(),
         redact=Redactor(credential_parts(auth)),
         tls=opts.tls(),
     )

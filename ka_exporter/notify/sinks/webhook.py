@@ -29,6 +29,7 @@ from ka_exporter.notify.secret import (
     token_like,
     url_parts,
 )
+from ka_exporter.notify.sink import MAX_AGE, MAX_ATTEMPTS
 from ka_exporter.notify.sinks import http
 from ka_exporter.notify.sinks.options import Options, known_keys
 from ka_exporter.notify.sinks.payload import ZERO_TIME, am_alert, resolved_at, rfc3339
@@ -48,6 +49,8 @@ class WebhookSink:
     timeout: float
     redact: Redactor
     tls: ssl.SSLContext = field(repr=False)
+    max_attempts: int = MAX_ATTEMPTS
+    max_age: float = MAX_AGE
     resend_interval: float | None = None
 
     def body(self, alert: Alert) -> bytes:
@@ -129,6 +132,8 @@ def build(name: str, options: Mapping[str, object]) -> WebhookSink:
         authorization=authorization,
         external_url=opts.string("external_url", ""),
         timeout=opts.timeout(15.0),
+        max_attempts=opts.max_attempts(),
+        max_age=opts.max_age(),
         redact=Redactor(secrets),
         tls=opts.tls(),
     )
