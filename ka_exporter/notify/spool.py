@@ -371,10 +371,11 @@ class Spool:
             held: set[str] = set()  # subjects with an older row still pending
             head: str | None = None
             chosen = None
-            for seq, body, attempts, due, lease, queued in rows.fetchall():
+            unreadable: list[tuple[int, str]] = []
+            for seq, body, attempts, due, lease, queued in rows:  # read only as far as needed
                 alert = _alert(body)
                 if not isinstance(alert, Alert):
-                    self._set_aside(seq, sink, alert, now)  # and the row behind is looked at
+                    unreadable.append((seq, alert))  # and the row behind is looked at
                     continue
                 subject = alert.subject
                 if head is None:
@@ -392,6 +393,9 @@ class Spool:
                 if pick is Pick.ANY and ready:
                     chosen = (seq, alert, attempts, queued)
                     break
+            rows.close()
+            for seq, reason in unreadable:
+                self._set_aside(seq, sink, reason, now)
             if chosen is None:
                 return None
             seq, alert, attempts, queued = chosen
