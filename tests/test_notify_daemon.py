@@ -3,6 +3,7 @@ is said once, with its traceback, and the process exits 1; SIGTERM is a clean ex
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ka_exporter.notify import cli
 from tests.notify_servers import free_port
 
 # the daemon as `ka-notify daemon` runs it, one of its tasks replaced by one that breaks
@@ -81,3 +83,28 @@ def test_sigterm_still_stops_it_cleanly(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 0 and "ERROR" not in stderr, stderr
+
+
+def test_every_flag_has_its_variable_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "KA_NOTIFY_CONFIG": str(write_config(tmp_path)),
+           "KA_NOTIFY_LOG_LEVEL": "loud"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "ka_exporter.notify.cli", "daemon"],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ka-notify daemon: error: KA_NOTIFY_LOG_LEVEL='loud': "
+        "choose from debug, info, warning, error\n"
+    )
+
+
+def test_the_renamed_flags_keep_their_old_spellings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(tmp_path))
+    for flag in ("--sink.name", "--sink"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["test", "--config", config, flag, "nope"])
+        assert exit_.value.code == 2
+        assert f"no sink named 'nope' in {config}" in capsys.readouterr().err
