@@ -77,6 +77,7 @@ def replay(stream: BinaryIO, config: ModelConfig | None = None) -> Analysis:
         packets += 1
         end = max(end, packet.time)
         name = packet.interface or f"{CAPTURE}{packet.interface_id or ''}"
+        model.advance(packet.time)  # what the live tick does: time passes between frames too
         model.ingest(Segment(name), packet.time, packet.frame, packet.linktype)
         events += model.pop_events()
     vrids = model.snapshot(end)

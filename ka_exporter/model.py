@@ -111,7 +111,8 @@ class Model:
         self._claims = ClaimTracker(self.claim_budget, config.claim_window, CLAIM_MEMORY)
         self.claims = self._claims.addresses
         self.untracked_claims = self._claims.untracked
-        self._vip_index: dict[tuple[Segment, str], frozenset[str]] | None = None
+        # (segment, family) -> VIP -> the VRID advertising it; rebuilt after a router's VIPs change
+        self._vip_index: dict[tuple[Segment, str], dict[str, VridKey]] | None = None
         self.rejects: Counter[tuple[Segment, DropReason]] = Counter()
         self.untracked: Counter[Segment] = Counter()
         self.down: dict[Segment, float] = {}  # links down, by Segment.link -> since
@@ -161,8 +162,15 @@ class Model:
             self._check_collision(VridKey(segment, carp.family, carp.vhid), carp.time)
 
     def observe_claim(self, segment: Segment, claim: Claim) -> None:
-        known = self.config.vips | self._vips(segment, claim.family)
-        self._claims.observe(segment, claim, not known or claim.address in known)
+        """A claim the VRRP view explains starts no conflict: a new master's announcement, or
+        the old one's back after a failback within the window, is what VRRP decided."""
+        self._claims.advance(claim.time)
+        advertised = self._vips(segment, claim.family)
+        none_known = not self.config.vips and not advertised
+        watched = none_known or claim.address in self.config.vips or claim.address in advertised
+        vrid = self.vrids.get(advertised[claim.address]) if claim.address in advertised else None
+        explained = vrid is not None and self._rightful_mac(vrid) == claim.mac
+        self._claims.observe(segment, claim, watched and not explained)
         self._claimed()
 
     def observe(self, segment: Segment, advert: Advert) -> None:
@@ -252,25 +260,27 @@ class Model:
         """Configured, or advertised on the claim's segment."""
         return key.address in self.config.vips or key.address in self._vips(key.segment, key.family)
 
-    def _vips(self, segment: Segment, family: str) -> frozenset[str]:
-        """The VIPs advertised on the segment; rebuilt only after a router's VIPs changed."""
+    def _vips(self, segment: Segment, family: str) -> dict[str, VridKey]:
+        """The VIPs advertised on the segment, by the VRID advertising them."""
         if self._vip_index is None:
-            index: dict[tuple[Segment, str], set[str]] = {}
+            index: dict[tuple[Segment, str], dict[str, VridKey]] = {}
             for v in self.vrids.values():
-                index.setdefault((v.key.segment, v.key.family), set()).update(
-                    vip for r in v.routers.values() for vip in r.vips
-                )
-            self._vip_index = {k: frozenset(vips) for k, vips in index.items()}
-        return self._vip_index.get((segment, family), frozenset())
+                vips = index.setdefault((v.key.segment, v.key.family), {})
+                for r in v.routers.values():
+                    vips.update(dict.fromkeys(r.vips, v.key))
+            self._vip_index = index
+        return self._vip_index.get((segment, family), {})
 
     def _vrid_of(self, key: ClaimKey) -> int:
         """The VRID advertising the address on the segment, 0 when none does."""
-        for v in self.vrids.values():
-            if (v.key.segment, v.key.family) == (key.segment, key.family) and any(
-                key.address in r.vips for r in v.routers.values()
-            ):
-                return v.key.vrid
-        return 0
+        vrid = self._vips(key.segment, key.family).get(key.address)
+        return vrid.vrid if vrid is not None else 0
+
+    @staticmethod
+    def _rightful_mac(vrid: Vrid) -> str | None:
+        """The MAC of the acting master VRRP would keep: the highest priority (then address)."""
+        acting = [vrid.routers[a] for a in vrid.acting]
+        return max(acting, key=lambda r: (r.priority, r.address)).mac if acting else None
 
     def _claimed(self) -> None:
         """Turns what the claim tracker found into events."""

@@ -107,3 +107,34 @@ def test_a_storm_of_spoofed_announcements_is_bounded() -> None:
     assert all(len(c.macs) <= 8 for c in model.claims.values())
     assert model.untracked_claims[ETH0] == 20_000 - 20_000 * 50 // 200
     assert model.claim_budget.used == 50
+
+
+def test_a_failback_within_the_window_that_vrrp_explains_is_no_conflict() -> None:
+    """keepalived restarted on the master: n1 resigns, n2 takes over and announces, n1 comes
+    back three seconds later, preempts and announces again. On L2 alone that is two MACs in
+    turns; where the VRID is heard, each announcement is the master VRRP chose."""
+    n1, n2 = "192.0.2.11", "192.0.2.12"
+    model = Model()
+    stream = [
+        *[advert(t, n1, 150, vrid=51, vips=(VIP,))._replace(mac=A_MAC) for t in range(5)],
+        advert(5.0, n1, 0, vrid=51, vips=(VIP,))._replace(mac=A_MAC),
+        *[advert(5.6 + i, n2, 100, vrid=51, vips=(VIP,))._replace(mac=B_MAC) for i in range(3)],
+        *[advert(8.5 + i, n1, 150, vrid=51, vips=(VIP,))._replace(mac=A_MAC) for i in range(6)],
+    ]
+    claims = [(A_MAC, 0.01), (B_MAC, 5.61), (A_MAC, 8.51)]
+    events = sorted(
+        [*((a.time, a) for a in stream), *((t, Claim(t, "ipv4", VIP, m)) for m, t in claims)],
+        key=lambda pair: pair[0],
+    )
+    for _, item in events:
+        if isinstance(item, Claim):
+            model.observe_claim(ETH0, item)
+        else:
+            model.observe(ETH0, item)
+    model.advance(14)
+    assert [k for k in kinds(model) if "conflict" in k[0]] == []
+    # the same announcements with no VRRP heard: the L2 rule alone calls it a conflict
+    blind = Model()
+    for mac, t in claims:
+        blind.observe_claim(ETH0, Claim(t, "ipv4", VIP, mac))
+    assert kinds(blind) == [("vip_conflict_start", 8.51)]

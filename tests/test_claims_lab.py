@@ -454,13 +454,6 @@ def test_capture_of_the_split_brain_replayed_shows_the_same_conflict(split: Run)
         assert {m["mac"] for m in entry["macs"]} == {split.macs[1], split.macs[2]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="analyze never advances the model between frames, so a conflict in a capture without "
-    "VRRP ends only at the capture's end, timed from the claims then: here a window after the "
-    "old master's last announcement before the later failover, not after the healed rival's",
-)
 def test_capture_replayed_conflict_ends_when_the_live_one_did(split: Run) -> None:
     (live,) = split.conflict_events("vip_conflict_end")
     (found,) = replayed(split.doc, "vip_conflict_end", split.vip)
@@ -609,12 +602,6 @@ def _announced(exporter: NsExporter, vrid: int, start: float) -> bool:
 # --- a restart of the master: failover and failback within the window ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a failback within the claim window (the master's keepalived restarted: n1, n2, n1 "
-    "announcing) is flagged as a VIP conflict although VRRP showed one master at a time",
-)
 def test_master_restart_failover_and_failback_is_no_conflict(
     make_lab: MakeLab, claims_host: None
 ) -> None:
