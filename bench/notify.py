@@ -2,7 +2,7 @@
 
     python -m bench.notify [--runs N] [--events N] [--write docs/benchmarks.md]
 
-Event to webhook: the exporter's alerting (`ka_exporter.notify.exporter.Alerting`, the object
+Event to webhook: the exporter's alerting (`ka_exporter.alerter.Alerting`, the object
 its daemon feeds every tick) is given one model event at a time, in its own asyncio loop as in
 the daemon; the time runs from the feed (which commits durably to the spool) to the moment a
 webhook receiver in another thread has read the request. The daemon's tick adds at most
@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from ka_exporter.alerter import Alerting
+from ka_exporter.alerting.config import parse
 from ka_exporter.daemon import TICK_SECONDS
 from ka_exporter.model import Event, EventType, Segment, VridKey
-from ka_exporter.notify.config import parse
-from ka_exporter.notify.exporter import Alerting
 from lab.report import kernel, python, today, write_sections
 
 START = "<!-- bench:notify:start -->"

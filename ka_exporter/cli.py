@@ -15,10 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ka_exporter import analyze, capture, daemon, pcap, version, web, webconfig
+from ka_exporter.alerting import config as notify_config
 from ka_exporter.flags import Parser, dest
 from ka_exporter.model import ModelConfig
-from ka_exporter.notify import config as notify_config
-from ka_exporter.notify.peers import metrics_url
+from ka_exporter.peers import metrics_url
 from ka_exporter.status import Names
 
 PROG = "ka-exporter"

@@ -20,6 +20,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from ka_exporter import __version__, privilege, status, web
+from ka_exporter.alerter import Alerting
+from ka_exporter.alerting.alert import Alert
+from ka_exporter.alerting.config import Config as NotifyConfig
+from ka_exporter.alerting.spool import SpoolError
 from ka_exporter.capture import (
     DEFAULT_RING_SIZE,
     Capture,
@@ -32,11 +36,7 @@ from ka_exporter.history import History
 from ka_exporter.metrics import LocalState
 from ka_exporter.model import Event, Model, ModelConfig, Segment
 from ka_exporter.netlink import Link, Watcher, check_netns
-from ka_exporter.notify.alert import Alert
-from ka_exporter.notify.config import Config as NotifyConfig
-from ka_exporter.notify.exporter import Alerting
-from ka_exporter.notify.peers import PeerState, PeerWatch, local_claims
-from ka_exporter.notify.spool import SpoolError
+from ka_exporter.peers import PeerState, PeerWatch, local_claims
 from ka_exporter.runtime import Runtime
 from ka_exporter.webconfig import Live, WebConfig
 

@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from ka_exporter.notify.alert import Alert, Severity, Source, Status
+from ka_exporter.alerting.alert import Alert, Severity, Source, Status
 from lab.running import free_port, process, ready
 
 

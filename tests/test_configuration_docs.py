@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from ka_exporter.alerting import config
+from ka_exporter.alerting.config import TOP_KEYS, sink_factories
 from ka_exporter.model import ModelConfig
-from ka_exporter.notify import config
-from ka_exporter.notify.config import TOP_KEYS, sink_factories
 
 ROOT = Path(__file__).parents[1]
 DOC = ROOT / "docs" / "configuration.md"

@@ -73,3 +73,71 @@ def test_the_exporter_imports_only_what_it_declares() -> None:
     ]
     assert not undeclared, "\n".join(undeclared)
     assert "scapy" not in declared
+
+
+def modules(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module) of every absolute import of a ka_exporter module in `path`."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+            for alias in node.names:  # `from ka_exporter.notify import keepalived`
+                yield node.lineno, f"{node.module}.{alias.name}"
+
+
+def within(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
+
+
+# what a part of the exporter may import of ka_exporter: the delivery core knows nothing of VRRP
+# or of where alerts come from; the ka-notify app builds on the core, never on the exporter's
+CONTRACTS = {
+    "ka_exporter/alerting": ("ka_exporter.alerting",),
+    "ka_exporter/notify": (
+        "ka_exporter.alerting",
+        "ka_exporter.notify",
+        "ka_exporter.flags",
+        "ka_exporter.runtime",
+        "ka_exporter.web",
+        "ka_exporter.webconfig",
+        "ka_exporter.version",
+    ),
+}
+
+
+@pytest.mark.parametrize("part", sorted(CONTRACTS))
+def test_each_part_imports_only_what_its_contract_allows(part: str) -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sources(part)
+        for line, module in modules(path)
+        if within(module, "ka_exporter")
+        and module != "ka_exporter"
+        and not within(module, *CONTRACTS[part])
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_libraries_do_not_import_their_command_line() -> None:
+    """The command lines are entry points; nothing imports them (ka-notify's may start its
+    daemon, in ka_exporter.notify.service, which does not import it back)."""
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sources("ka_exporter")
+        for line, module in modules(path)
+        if within(module, "ka_exporter.cli", "ka_exporter.notify.cli")
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_ka_notify_app_imports_it() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sources("ka_exporter")
+        if "notify" not in path.relative_to(ROOT).parts
+        for line, module in modules(path)
+        if within(module, "ka_exporter.notify")
+    ]
+    assert not wrong, "\n".join(wrong)

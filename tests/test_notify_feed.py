@@ -2,16 +2,16 @@ from pathlib import Path
 
 import pytest
 
+from ka_exporter.alerting.alert import Source
+from ka_exporter.alerting.config import Config, Damping, SinkConfig
+from ka_exporter.alerting.spool import Spool
+from ka_exporter.alerting.worker import Worker
 from ka_exporter.notify import intake
-from ka_exporter.notify.alert import Source
-from ka_exporter.notify.config import Config, Damping, SinkConfig
 from ka_exporter.notify.fifo import FifoError, ensure_fifo
 from ka_exporter.notify.intake import Emitted
 from ka_exporter.notify.keepalived import Notification
 from ka_exporter.notify.metrics import NotifyMetrics
 from ka_exporter.notify.service import Feed
-from ka_exporter.notify.spool import Spool
-from ka_exporter.notify.worker import Worker
 
 CONFIG = Config(
     cluster="lb1",

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from ka_exporter.alerting.alert import Source
+from ka_exporter.alerting.config import Config, Damping, SinkConfig
+from ka_exporter.alerting.sinks import SINK_TYPES
+from ka_exporter.alerting.spool import Instance, Spool
+from ka_exporter.alerting.worker import Worker
 from ka_exporter.notify import intake
-from ka_exporter.notify.alert import Source
-from ka_exporter.notify.config import Config, Damping, SinkConfig
 from ka_exporter.notify.intake import Emitted
 from ka_exporter.notify.keepalived import Notification
 from ka_exporter.notify.metrics import NotifyMetrics
 from ka_exporter.notify.service import Feed
-from ka_exporter.notify.sinks import SINK_TYPES
-from ka_exporter.notify.spool import Instance, Spool
-from ka_exporter.notify.worker import Worker
 from tests.notify_servers import Receiver, receiver_fixture  # noqa: F401  (a fixture)
 
 HOOK = [sys.executable, "-m", "ka_exporter.notify.cli"]

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from ka_exporter.alerting.alert import Severity, Source, Status
 from ka_exporter.notify import keepalived
-from ka_exporter.notify.alert import Severity, Source, Status
 from ka_exporter.notify.keepalived import Notification, ParseError, Previous
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns as p2netns
 
-from ka_exporter.notify.spool import Spool
+from ka_exporter.alerting.spool import Spool
 from ka_exporter.privilege import CAP_NET_RAW, CAP_SYS_ADMIN
 from lab import netns, wait_for
 from tests import frames

@@ -13,14 +13,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn, TextIO
 
 from ka_exporter import version
-from ka_exporter.flags import Parser
+from ka_exporter.alerting.alert import Alert, Severity, Source, Status
+from ka_exporter.alerting.config import Config, ConfigError, load, make_sinks
+from ka_exporter.alerting.spool import Spool, SpoolBusy, SpoolError, try_drain_lock
 from ka_exporter.notify import keepalived
-from ka_exporter.notify.alert import Alert, Severity, Source, Status
-from ka_exporter.notify.config import DEFAULT_PATH, Config, ConfigError, load, make_sinks
+from ka_exporter.notify.commands import (
+    PROG,
+    command_parser,
+    config_flag,
+    fail,
+    load_config,
+)
 from ka_exporter.notify.intake import (
     INCOMING,
     Emitted,
@@ -31,11 +36,7 @@ from ka_exporter.notify.intake import (
     process_start,
     record,
 )
-from ka_exporter.notify.spool import Spool, SpoolBusy, SpoolError, try_lock
 
-PROG = "ka-notify"
-ENV_PREFIX = "KA_NOTIFY_"  # every flag's variable: --config is KA_NOTIFY_CONFIG
-LOCK_NAME = "drain.lock"
 DRAIN_LINGER = 30.0  # a hook-spawned worker waits this long for a retry before leaving it
 HOOK_LOCK_WAIT = 0.25  # keepalived kills a STOP hook after about 1 s: keep the event elsewhere
 SYSLOG = "/dev/log"
@@ -44,39 +45,8 @@ _LOG_DAEMON = 3 << 3
 
 # by its name, not __name__: run as `python -m` it is __main__
 log = logging.getLogger("ka_exporter.notify.cli")
-# what the hook and its worker say, from every module of the package, goes to syslog
-reports = logging.getLogger("ka_exporter.notify")
-
-
-def command_parser(prog: str, description: str) -> Parser:
-    """A command's flags: dotted, each with its KA_NOTIFY_ variable, errors in one line."""
-    return Parser(prog=prog, description=description, env_prefix=ENV_PREFIX)
-
-
-def config_flag(parser: Parser) -> None:
-    parser.flag("config", default=DEFAULT_PATH, help=f"configuration file (default {DEFAULT_PATH})")
-
-
-def load_config(
-    parser: Parser, path: str, *, check_sinks: bool = False, bare: bool = False
-) -> Config:
-    """The config, or exit 2 with each error on a line of its own: `PROG: error: FILE:LINE:
-    message`, or `bare` (check-config) without the prefix, as compilers print, for editors."""
-    try:
-        return load(path, check_sinks=check_sinks)
-    except ConfigError as exc:
-        prefix = "" if bare else f"{parser.prog}: error: "
-        parser.exit(2, "".join(f"{prefix}{line}\n" for line in exc.lines))
-
-
-def try_drain_lock(state_dir: Path) -> TextIO | None:
-    """The drain lock if it is free: whoever holds it is the spool's only deliverer."""
-    return try_lock(state_dir / LOCK_NAME)
-
-
-def fail(prog: str, exc: SpoolError) -> NoReturn:
-    sys.stderr.write(f"{prog}: error: {exc}\n")
-    sys.exit(1)
+# what the hook and its worker say, from the app and the delivery core, goes to syslog
+REPORTERS = [logging.getLogger(name) for name in ("ka_exporter.notify", "ka_exporter.alerting")]
 
 
 class Syslog(logging.Handler):
@@ -104,8 +74,10 @@ def _hook_logging() -> None:
     stderr = logging.StreamHandler()
     for handler in (Syslog(), stderr):
         handler.setFormatter(_Line())
-        reports.addHandler(handler)
-    reports.propagate = False
+        for reports in REPORTERS:
+            reports.addHandler(handler)
+    for reports in REPORTERS:
+        reports.propagate = False
 
 
 # --- hook ----------------------------------------------------------------------------------
@@ -216,9 +188,10 @@ def spawn_drainer(config: Config) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # keepalived must not wait on pipes we keep open
             os.dup2(null, fd)
-        for handler in reports.handlers[:]:
-            reports.removeHandler(handler)
-        reports.propagate = True
+        for reports in REPORTERS:
+            for handler in reports.handlers[:]:
+                reports.removeHandler(handler)
+            reports.propagate = True
         syslog = Syslog()
         syslog.setFormatter(logging.Formatter("%(message)s"))
         logging.basicConfig(level=logging.INFO, handlers=[syslog])
@@ -240,7 +213,7 @@ def drain(config: Config, linger: float = DRAIN_LINGER) -> int:
     """
     import asyncio  # noqa: PLC0415  (the hook path avoids asyncio and the sinks)
 
-    from ka_exporter.notify.worker import Worker  # noqa: PLC0415
+    from ka_exporter.alerting.worker import Worker  # noqa: PLC0415
 
     sinks = make_sinks(config)
     spool = Spool.open(config.state_dir)
@@ -329,7 +302,7 @@ def test_main(argv: Sequence[str]) -> int:
         parser.error(f"no sink named {name!r} in {args.config}")
     import asyncio  # noqa: PLC0415
 
-    from ka_exporter.notify.worker import Worker  # noqa: PLC0415
+    from ka_exporter.alerting.worker import Worker  # noqa: PLC0415
 
     now = time.time()
     host = os.uname().nodename

@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ka_exporter.alerting.alert import Alert, Source
+from ka_exporter.alerting.config import Config
+from ka_exporter.alerting.damping import Damper
+from ka_exporter.alerting.routing import sinks_for
+from ka_exporter.alerting.spool import Instance, Spool, open_private, os_reason, try_lock
 from ka_exporter.notify import keepalived
-from ka_exporter.notify.alert import Alert, Source
-from ka_exporter.notify.config import Config
-from ka_exporter.notify.damping import Damper
-from ka_exporter.notify.routing import sinks_for
-from ka_exporter.notify.spool import Instance, Spool, open_private, os_reason, try_lock
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ka_exporter.notify.alert import Alert, Severity, Source, Status
-from ka_exporter.notify.damping import Digest
+from ka_exporter.alerting.alert import Alert, Severity, Source, Status
+from ka_exporter.alerting.damping import Digest
 
 ALERT_NAME = "KeepalivedStateChange"
 FLAPPING = "KeepalivedFlapping"

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ka_exporter.alerting.spool import Spool
 from ka_exporter.notify.keepalived import STATE_NUMBERS
-from ka_exporter.notify.spool import Spool
 
 
 class _SpoolCollector(Collector):

@@ -12,22 +12,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ka_exporter import web, webconfig
+from ka_exporter.alerting.alert import Source
+from ka_exporter.alerting.config import Config, make_sinks
+from ka_exporter.alerting.spool import Spool, SpoolError, os_reason, try_drain_lock
+from ka_exporter.alerting.worker import Worker
 from ka_exporter.notify import keepalived
-from ka_exporter.notify.alert import Source
-from ka_exporter.notify.cli import (
+from ka_exporter.notify.commands import (
     PROG,
     command_parser,
     config_flag,
     fail,
     load_config,
-    try_drain_lock,
 )
-from ka_exporter.notify.config import Config, make_sinks
 from ka_exporter.notify.fifo import FifoError, ensure_fifo, read_lines
 from ka_exporter.notify.intake import Emitted, arrival, flush, ingest, keep, record
 from ka_exporter.notify.metrics import NotifyMetrics
-from ka_exporter.notify.spool import Spool, SpoolError, os_reason
-from ka_exporter.notify.worker import Worker
 from ka_exporter.runtime import Runtime
 from ka_exporter.webconfig import Live, WebConfig
 
