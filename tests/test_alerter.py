@@ -11,7 +11,7 @@ from ka_exporter.alerting.config import load
 from ka_exporter.cli import main
 from ka_exporter.model import Event, EventType
 from tests.notify_servers import Receiver, receiver_fixture  # noqa: F401  (a fixture)
-from tests.test_notify_worker import write_config
+from tests.test_alerting_worker import write_config
 from tests.test_ownership import KEY, VIP, A, B, view
 
 DEADLINE = 1.0  # the bound: event to webhook received
