@@ -3,9 +3,9 @@
     python -m bench.fuzz [--runs N] [--seconds S] [--crashes DIR] [-- libFuzzer flags]
 
 `decode` sits on the capture path of every packet the exporter sees, including whatever an
-attacker on the segment sends, so it must answer every input with an Advert, a Carp or a known
-DropReason and never raise. The fuzzer's first input byte picks the link type (Ethernet, raw IP,
-Linux SLL, SLL2), the rest is the frame. The corpus is seeded with every frame of
+attacker on the segment sends, so it must answer every input with an Advert, a Carp, a Claim or
+a known DropReason and never raise. The fuzzer's first input byte picks the link type
+(Ethernet, raw IP, Linux SLL, SLL2), the rest is the frame. The corpus is seeded with every frame of
 tests/data/*.pcap in each framing the decoder accepts. Any other outcome is a crash: the input is
 saved under --crashes (tests/data/fuzz-crashes by default) and the run exits non-zero. At the end
 a summary is printed: inputs run, exec/s, results by reason and libFuzzer's coverage counters.
@@ -30,7 +30,7 @@ from typing import NoReturn
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["ka_exporter.decode"]):
-    from ka_exporter.decode import Advert, Carp, DropReason, LinkType, decode
+    from ka_exporter.decode import Advert, Carp, Claim, DropReason, LinkType, decode
 
 from ka_exporter.pcap import read
 from lab.frames import FRAMINGS, reframe
@@ -74,6 +74,8 @@ class Harness:
                 self.results["advert"] += 1
             elif isinstance(result, Carp) and result.vhid and result.interval > 0:
                 self.results["carp"] += 1
+            elif isinstance(result, Claim) and result.address and result.mac:
+                self.results["claim"] += 1
             else:
                 raise TypeError(f"decode returned {result!r}")  # not an advert, or a broken one
         except Exception:

@@ -118,7 +118,7 @@ def test_bounded_atheris_run(tmp_path: Path) -> None:
     assert int(re.search(r"^coverage: (\d+) edges", out, re.M).group(1)) > 0  # type: ignore[union-attr]
     results = dict(re.findall(r"^  (\w+): (\d+)$", out, re.M))
     assert sum(map(int, results.values())) == 20000
-    assert set(results) <= {"advert", *DropReason}
+    assert set(results) <= {"advert", "carp", "claim", *DropReason}
     assert int(results["advert"]) > 0
     assert len(results) >= 6, results  # the seeds reach well past the first checks
     assert not crashes.exists()
