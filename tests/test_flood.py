@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.flood import LEGIT, LEGIT_PERIOD, LEGIT_WATCH, run
-from ka_exporter.model import MISMATCH_FIELDS
+from ka_exporter.model import GAP_BUCKETS, MISMATCH_FIELDS, Reason
 
 COUNT = 200_000
 DISTINCT = 16_384  # spoofed routers, four times the cap
@@ -16,9 +16,12 @@ MAX_ROUTERS = 4096  # the default
 # What the series can grow to, from the cap: each tracked router has six vrrp_router_* series and,
 # as acting master, a vrrp_master; each VRID key (at most 255 per family on the one segment) has
 # five state series, one vrrp_config_mismatch per field, three ownership series and a
-# vrrp_local_vip per VIP (the flood advertises one per family, the legitimate VRID one more).
+# vrrp_local_vip per VIP (the flood advertises one per family, the legitimate VRID one more),
+# and, once its master changed, a vrrp_master_changes per reason but `first`, the failover gap
+# histogram (a bucket per bound, +Inf, sum, count) and the announcement's delay and absence.
 SERIES_PER_ROUTER = 6 + 1
-SERIES_PER_VRID = 5 + len(MISMATCH_FIELDS) + 3 + 2
+FAILOVER_SERIES = (len(Reason) - 1) + (len(GAP_BUCKETS) + 3) + 2
+SERIES_PER_VRID = 5 + len(MISMATCH_FIELDS) + 3 + 2 + FAILOVER_SERIES
 SERIES_BOUND = MAX_ROUTERS * SERIES_PER_ROUTER + 2 * 255 * SERIES_PER_VRID + 100
 RSS_PEAK_MIB = 160  # measured about 110
 RSS_GROWTH_MIB = 48  # measured about 25, from idle with the legitimate routers to the peak
