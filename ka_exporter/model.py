@@ -382,7 +382,7 @@ class Model:
         if a.priority:
             if r.address not in vrid.acting:
                 vrid.acting.add(r.address)
-                r.acting_since = t
+                r.acting_since, r.acting_priority = t, a.priority
                 self._acting_changed(vrid, t)
         else:
             r.resignations += 1
@@ -467,7 +467,7 @@ class Model:
             vrid.transitions += 1
             vrid.last_transition = t
         vrid.master, vrid.had_master, vrid.lost = new.address, True, None
-        vrid.master_priority = new.priority
+        vrid.master_priority = new.acting_priority  # as it took over, whatever it says since
         self._claims.takeover(vrid.key, new.acting_since, new.vips)
 
     def _check_config(self, vrid: Vrid, t: float) -> None:

@@ -91,6 +91,7 @@ class Router:
     silent: bool = False
     mac: str = ""  # the source MAC of its last advert: keepalived's use_vmac sends 00:00:5e:...
     acting_since: float = INFINITY  # its first advert since it last became an acting master
+    acting_priority: int = 0  # and that advert's priority
     config: RouterConfig | None = None
     interval: float = 0.0  # seconds
     master_down_interval: float = 0.0  # with its own priority: when it counts as silent

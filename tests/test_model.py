@@ -832,3 +832,21 @@ def test_lost_then_recovered_carries_the_whole_gap() -> None:
     ]
     (v,) = model.snapshot(33)
     assert v.gaps.counts[-1] == 1  # beyond the 10 s bucket
+
+
+def test_priority_dropped_is_judged_from_the_priority_the_master_took_over_with() -> None:
+    """A takes over at 150 and its tracked priority falls to 90 before B (100) has aged out of
+    acting, so the change to A is noted with 90; B preempting later is still a priority drop."""
+    model = Model()
+    feed(
+        model,
+        merged(
+            every(B, 0, 5.5, prio=100),
+            every(A, 5.2, 6.0, prio=150),
+            every(A, 6.2, 8.5, prio=90),
+            every(B, 8.2, 12, prio=100),
+        ),
+    )
+    model.advance(12)
+    reasons = [e.detail["reason"] for e in model.pop_events() if e.type is EventType.MASTER_CHANGED]
+    assert reasons == ["preempted", "priority_dropped"]

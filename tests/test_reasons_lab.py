@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,10 @@ def test_every_fault_gives_its_reason_and_a_gap_the_capture_agrees_with(
         converge(lab, 1)
         lab.partition()  # both master: split-brain; healed, the higher priority stays
         wait_for(lambda: lab.holders(VRID) == {1, 2}, 4, what="split brain")
+        time.sleep(4 * lab.instance(VRID).advert_int)  # past the split-brain debounce
         lab.heal()
         converge(lab, 1)
+        time.sleep(4 * lab.instance(VRID).advert_int)  # n2's last advert ages out of acting
     with pcap.open("rb") as f:
         analysis = replay(f)
     changes = [e for e in analysis.events if e.type is EventType.MASTER_CHANGED]
