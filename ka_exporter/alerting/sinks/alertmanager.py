@@ -11,36 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from yarl import URL
 
 from ka_exporter.alerting.alert import Alert, Status
 from ka_exporter.alerting.secret import Redactor, Secret, credential_parts
-from ka_exporter.alerting.sink import MAX_AGE, MAX_ATTEMPTS, Reject, Retry
+from ka_exporter.alerting.sink import Reject, Retry
 from ka_exporter.alerting.sinks import http
-from ka_exporter.alerting.sinks.options import Options, checked_url, known_keys
+from ka_exporter.alerting.sinks.options import Delivery, Options, checked_url, known_keys
 from ka_exporter.alerting.sinks.payload import am_alert, resolved_at, rfc3339
 
 KEYS = known_keys(("urls", "resend_interval", "username", "external_url"), secrets=("password",))
 
 
 @dataclass
-class AlertmanagerSink:
+class AlertmanagerSink(Delivery):
     name: str
     urls: tuple[URL, ...]
-    resend_interval: float | None
     lifetime: float  # endsAt ahead of now for a firing alert with no known end
     auth: tuple[str, Secret] | None
     external_url: str
-    timeout: float
-    redact: Redactor
-    tls: ssl.SSLContext = field(repr=False)
-    max_attempts: int = MAX_ATTEMPTS
-    max_age: float = MAX_AGE
 
     def ends_at(self, alert: Alert) -> float:
         if alert.status is Status.RESOLVED:
@@ -96,9 +89,5 @@ def build(name: str, options: Mapping[str, object]) -> AlertmanagerSink:
         lifetime=3 * resend_interval,
         auth=auth,
         external_url=opts.string("external_url", ""),
-        timeout=opts.timeout(10.0),
-        max_attempts=opts.max_attempts(),
-        max_age=opts.max_age(),
-        redact=Redactor(credential_parts(auth)),
-        tls=opts.tls(),
+        **opts.delivery(10.0, Redactor(credential_parts(auth))),
     )

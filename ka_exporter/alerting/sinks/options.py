@@ -10,17 +10,40 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypedDict
 
 from yarl import URL
 
 from ka_exporter.alerting.config import OptionsError, unknown_key
-from ka_exporter.alerting.secret import Secret, read_secret
+from ka_exporter.alerting.secret import Redactor, Secret, read_secret
 from ka_exporter.alerting.sink import MAX_AGE, MAX_ATTEMPTS
 from ka_exporter.alerting.spool import LEASE_SECONDS
 
 COMMON = ("timeout", "ca_file", "max_attempts", "max_age")  # every sink type has these
 # One attempt, connect to answer, ends well within the lease its delivery holds.
 MAX_TIMEOUT = LEASE_SECONDS / 2
+
+
+@dataclass(kw_only=True)
+class Delivery:
+    """What every sink has besides its own settings: the bound of one attempt, its secrets'
+    redaction, its TLS, and when a failing delivery becomes a dead letter."""
+
+    timeout: float
+    redact: Redactor
+    tls: ssl.SSLContext = field(repr=False)
+    max_attempts: int = MAX_ATTEMPTS
+    max_age: float = MAX_AGE
+    resend_interval: float | None = None  # set by the sinks that want firing alerts re-sent
+
+
+class DeliveryOptions(TypedDict):
+    timeout: float
+    redact: Redactor
+    tls: ssl.SSLContext
+    max_attempts: int
+    max_age: float
 
 
 def known_keys(keys: Iterable[str], secrets: Iterable[str] = ()) -> frozenset[str]:
@@ -80,6 +103,16 @@ class Options:
     def max_age(self) -> float:
         """Seconds after it was queued that a delivery still failing is a dead letter."""
         return self.number("max_age", MAX_AGE)
+
+    def delivery(self, timeout: float, redact: Redactor) -> DeliveryOptions:
+        """The common keys, read the same way for every sink; `timeout` is its default."""
+        return DeliveryOptions(
+            timeout=self.timeout(timeout),
+            redact=redact,
+            tls=self.tls(),
+            max_attempts=self.max_attempts(),
+            max_age=self.max_age(),
+        )
 
     def port(self, key: str, default: int) -> int:
         value = self._options.get(key)

@@ -8,15 +8,13 @@ not Slack blocks; `text` is the fallback both use in notifications. The URL is t
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ka_exporter.alerting.alert import Alert, Severity, Status
 from ka_exporter.alerting.secret import Redactor, Secret, url_parts
-from ka_exporter.alerting.sink import MAX_AGE, MAX_ATTEMPTS
 from ka_exporter.alerting.sinks import http
-from ka_exporter.alerting.sinks.options import Options, checked_url, known_keys
+from ka_exporter.alerting.sinks.options import Delivery, Options, checked_url, known_keys
 from ka_exporter.alerting.sinks.payload import facts, title
 
 KEYS = known_keys(("channel", "username"), secrets=("url",))
@@ -26,17 +24,11 @@ COLOURS = {Severity.CRITICAL: "#d00000", Severity.WARNING: "#daa038", Severity.I
 
 
 @dataclass
-class SlackSink:
+class SlackSink(Delivery):
     name: str
     url: Secret
     channel: str | None
     username: str | None
-    timeout: float
-    redact: Redactor
-    tls: ssl.SSLContext = field(repr=False)
-    max_attempts: int = MAX_ATTEMPTS
-    max_age: float = MAX_AGE
-    resend_interval: float | None = None
 
     def body(self, alert: Alert) -> bytes:
         resolved = alert.status is Status.RESOLVED
@@ -86,9 +78,5 @@ def build(name: str, options: Mapping[str, object]) -> SlackSink:
         url=url,
         channel=opts.optional_string("channel"),
         username=opts.optional_string("username"),
-        timeout=opts.timeout(15.0),
-        max_attempts=opts.max_attempts(),
-        max_age=opts.max_age(),
-        redact=Redactor([url.reveal(), *url_parts(parsed)]),
-        tls=opts.tls(),
+        **opts.delivery(15.0, Redactor([url.reveal(), *url_parts(parsed)])),
     )

@@ -18,7 +18,7 @@ import html
 import ssl
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -29,8 +29,8 @@ import aiosmtplib
 from ka_exporter.alerting import vips
 from ka_exporter.alerting.alert import Alert, Status
 from ka_exporter.alerting.secret import Redactor, Secret, credential_parts
-from ka_exporter.alerting.sink import MAX_AGE, MAX_ATTEMPTS, Reject, Retry
-from ka_exporter.alerting.sinks.options import Options, known_keys
+from ka_exporter.alerting.sink import Reject, Retry
+from ka_exporter.alerting.sinks.options import Delivery, Options, known_keys
 from ka_exporter.alerting.sinks.payload import facts, resolved_at, title
 
 _PORTS = {"starttls": 587, "implicit": 465, "none": 25}
@@ -42,7 +42,7 @@ KEYS = known_keys(
 
 
 @dataclass
-class SmtpSink:
+class SmtpSink(Delivery):
     name: str
     host: str
     port: int
@@ -52,12 +52,6 @@ class SmtpSink:
     recipients: tuple[str, ...]
     subject_prefix: str
     keepalived_config: str  # read for each mail, so an edited VIP list shows at once
-    timeout: float
-    redact: Redactor
-    tls: ssl.SSLContext = field(repr=False)
-    max_attempts: int = MAX_ATTEMPTS
-    max_age: float = MAX_AGE
-    resend_interval: float | None = None
 
     def message(self, alert: Alert) -> EmailMessage:
         sent = resolved_at(alert) if alert.status is Status.RESOLVED else alert.starts_at
@@ -181,9 +175,5 @@ def build(name: str, options: Mapping[str, object]) -> SmtpSink:
         recipients=tuple(_address(to, "to") for to in opts.string_list("to")),
         subject_prefix=opts.string("subject_prefix", "[keepalived]"),
         keepalived_config=opts.string("keepalived_config", vips.DEFAULT_PATH),
-        timeout=opts.timeout(30.0),
-        max_attempts=opts.max_attempts(),
-        max_age=opts.max_age(),
-        redact=Redactor(credential_parts(auth)),
-        tls=opts.tls(),
+        **opts.delivery(30.0, Redactor(credential_parts(auth))),
     )

@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,9 +28,8 @@ from ka_exporter.alerting.secret import (
     token_like,
     url_parts,
 )
-from ka_exporter.alerting.sink import MAX_AGE, MAX_ATTEMPTS
 from ka_exporter.alerting.sinks import http
-from ka_exporter.alerting.sinks.options import Options, known_keys
+from ka_exporter.alerting.sinks.options import Delivery, Options, known_keys
 from ka_exporter.alerting.sinks.payload import ZERO_TIME, am_alert, resolved_at, rfc3339
 
 _RESERVED = ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
@@ -39,19 +37,13 @@ KEYS = known_keys(("url", "headers", "external_url"), secrets=("secret", "author
 
 
 @dataclass
-class WebhookSink:
+class WebhookSink(Delivery):
     name: str
     url: URL
     key: bytes | None = field(repr=False)
     headers: dict[str, str]
     authorization: Secret | None
     external_url: str
-    timeout: float
-    redact: Redactor
-    tls: ssl.SSLContext = field(repr=False)
-    max_attempts: int = MAX_ATTEMPTS
-    max_age: float = MAX_AGE
-    resend_interval: float | None = None
 
     def body(self, alert: Alert) -> bytes:
         ends_at = ZERO_TIME if alert.status is Status.FIRING else rfc3339(resolved_at(alert))
@@ -131,9 +123,5 @@ def build(name: str, options: Mapping[str, object]) -> WebhookSink:
         headers=headers,
         authorization=authorization,
         external_url=opts.string("external_url", ""),
-        timeout=opts.timeout(15.0),
-        max_attempts=opts.max_attempts(),
-        max_age=opts.max_age(),
-        redact=Redactor(secrets),
-        tls=opts.tls(),
+        **opts.delivery(15.0, Redactor(secrets)),
     )
