@@ -32,6 +32,7 @@ from lab import Flavour, Instance, Lab, double_master, unavailable, wait_for
 from lab import prometheus as prom
 from lab.addressing import host_ipv4, node_host
 from lab.exporter import PORT, NsExporter, Scrape, key
+from tests import browser
 from tests.lab_fixtures import MakeLab
 
 POLL = 0.05  # seconds between scrapes while waiting for something to show
@@ -449,14 +450,7 @@ def chromium(lab: Lab, args: Sequence[str], profile: Path, out: Path, timeout: f
     argv = [
         *("unshare", "--pid", "--fork", "--kill-child"),
         "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *browser.FLAGS,
         f"--user-data-dir={profile}",
         *args,
     ]
