@@ -14,9 +14,9 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.live import CHUNK, IFACE, PACE_SLEEP, PACKET_STATISTICS, SOL_PACKET, TICK, Msg
 from bench.live.metrics import steady_site
@@ -271,7 +271,12 @@ async def _capture_session(
             stop_line.cancel()
 
 
-async def _capture_loop(reply: Callable[[Msg], None]) -> None:
+Session = Callable[[dict[str, Any], asyncio.StreamReader], Awaitable[Msg]]
+
+
+async def command_loop(reply: Callable[[Msg], None], session: Session) -> None:
+    """A capture child's commands on stdin, one JSON line each: `status` answers its memory,
+    `arm` runs a measuring session (which may read its own stop line) and answers its result."""
     loop = asyncio.get_running_loop()
     lines = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
@@ -280,7 +285,7 @@ async def _capture_loop(reply: Callable[[Msg], None]) -> None:
         if cmd["cmd"] == "status":
             reply(_memory())
         elif cmd["cmd"] == "arm":
-            reply(await _capture_session(cmd, reply, lines))
+            reply(await session(cmd, lines))
 
 
 def capture_main(netns: str) -> None:
@@ -290,7 +295,7 @@ def capture_main(netns: str) -> None:
     # includes what the real process imports (aiohttp, prometheus_client, pyroute2).
     import ka_exporter.daemon  # noqa: F401, PLC0415
 
-    asyncio.run(_capture_loop(reply))
+    asyncio.run(command_loop(reply, lambda cmd, lines: _capture_session(cmd, reply, lines)))
 
 
 # --- the baseline: scapy's sniff() (namespace B) -------------------------------------------------

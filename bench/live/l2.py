@@ -34,7 +34,6 @@ import random
 import socket
 import statistics
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -332,30 +331,15 @@ async def _session(cmd: Msg, reply: Callable[[Msg], None]) -> Msg:
         capture.close_all()
 
 
-async def _loop(reply: Callable[[Msg], None]) -> None:
-    import json  # noqa: PLC0415
-
-    from bench.live.children import _memory  # noqa: PLC0415
-
-    loop = asyncio.get_running_loop()
-    lines = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
-    while line := await lines.readline():
-        cmd = json.loads(line)
-        if cmd["cmd"] == "status":
-            reply(_memory())
-        elif cmd["cmd"] == "arm":
-            reply(await _session(cmd, reply))
-
-
 def capture_main(netns: str) -> None:
     from bench.live.children import _check_netns, _replies  # noqa: PLC0415
 
     _check_netns(netns)
     reply = _replies()
     import ka_exporter.daemon  # noqa: F401, PLC0415  # what the real process imports counts
+    from bench.live.children import command_loop  # noqa: PLC0415
 
-    asyncio.run(_loop(reply))
+    asyncio.run(command_loop(reply, lambda cmd, _: _session(cmd, reply)))
 
 
 # --- the parent ----------------------------------------------------------------------------------
