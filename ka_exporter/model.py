@@ -232,8 +232,8 @@ class Model:
                 tuple(v.routers.values() if shared else map(copy.copy, v.routers.values())),
                 bool(down) and v.key.segment.link in down,
                 v.key in collisions,
-                dict(v.reasons),
-                Gaps(list(v.gaps.counts), v.gaps.total),
+                v.reasons if shared else dict(v.reasons),
+                v.gaps if shared else Gaps(list(v.gaps.counts), v.gaps.total),
             )
             for v in self.vrids.values()
         ]
