@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
@@ -152,21 +154,39 @@ async def http_receiver(handler: Handler, method: str = "POST") -> AsyncIterator
 
 
 @contextlib.contextmanager
-def alertmanager(directory: Path) -> Iterator[str]:
-    """Debian's prometheus-alertmanager with a do-nothing route, stopped by its PID."""
+def alertmanager(directory: Path, users: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Debian's prometheus-alertmanager with a do-nothing route, stopped by its PID; with
+    `users`, its own Basic auth (a web config of bcrypt hashes)."""
     config = directory / "am.yml"
     config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = ["prometheus-alertmanager", f"--config.file={config}", f"--storage.path={directory}",
             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]  # fmt: skip
+    if users:
+        web_config = directory / "web.yml"
+        salt = bcrypt.gensalt(4)  # the cheapest cost: a test's login, not a vault
+        hashes = {u: bcrypt.hashpw(p.encode(), salt).decode() for u, p in users.items()}
+        web_config.write_text(json.dumps({"basic_auth_users": hashes}))  # JSON is YAML
+        argv.append(f"--web.config.file={web_config}")
     with process(argv, directory / "am.log") as am:
         deadline = time.monotonic() + 15
-        while not ready(port):
+        while not (ready(port) or (users and refuses_anonymous(port))):
             if am.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((directory / "am.log").read_text())
             time.sleep(0.05)
         yield url
+
+
+def refuses_anonymous(port: int) -> bool:
+    """Whether a server on loopback is up and asks for credentials (401)."""
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1).close()
+    except urllib.error.HTTPError as refused:
+        return refused.code == 401
+    except OSError:
+        pass
+    return False
 
 
 async def get_json(url: str) -> Any:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ka_exporter.alerting.alert import Alert, Status
-from ka_exporter.alerting.sink import Retry
+from ka_exporter.alerting.sink import Reject, Retry
 from ka_exporter.alerting.sinks import alertmanager
 from tests.notify_servers import alertmanager as run_alertmanager
 from tests.notify_servers import free_port, get_json, sample_alert
@@ -67,3 +70,24 @@ def test_all_replicas_down_is_retry_naming_each() -> None:
         asyncio.run(alertmanager.build("am", {"urls": urls}).send(sample_alert()))
     for url in urls:
         assert f"{url}: cannot connect" in str(caught.value)
+
+
+def test_basic_auth_is_what_alertmanager_checks(tmp_path: Path) -> None:
+    """Alertmanager's own web config checks the credentials: a password beyond Latin-1 (sent
+    as UTF-8, RFC 7617) is let in, a wrong one is refused for good, its value in no reason."""
+    password = "pässwörd ✓ 42"
+    (tmp_path / "right").write_text(password)
+    (tmp_path / "wrong").write_text("guess-1234")
+    with run_alertmanager(tmp_path, {"alerts": password}) as url:
+        right = alertmanager.build("am", {"urls": [url], "username": "alerts",
+                                          "password_file": str(tmp_path / "right")})  # fmt: skip
+        wrong = alertmanager.build("am", {"urls": [url], "username": "alerts",
+                                          "password_file": str(tmp_path / "wrong")})  # fmt: skip
+        asyncio.run(right.send(sample_alert()))
+        with pytest.raises(Reject) as refused:
+            asyncio.run(wrong.send(sample_alert()))
+        anonymous = urllib.request.Request(f"{url}/api/v2/alerts")
+        with pytest.raises(urllib.error.HTTPError) as unauthorized:
+            urllib.request.urlopen(anonymous, timeout=5)
+    assert "HTTP 401" in str(refused.value) and "guess-1234" not in str(refused.value)
+    assert unauthorized.value.code == 401

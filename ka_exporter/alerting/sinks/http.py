@@ -10,6 +10,7 @@ an excerpt, so a cut cannot leave half a token behind.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import ssl
 import time
@@ -55,7 +56,9 @@ async def post(
     """POSTs `body` once; returns on 2xx, raises Retry or Reject otherwise."""
     target = str(url.origin())
     request_headers = {"Content-Type": "application/json", **headers}
-    basic = None if auth is None else aiohttp.BasicAuth(auth[0], auth[1].reveal())
+    if auth is not None:  # RFC 7617 with UTF-8, built here: aiohttp's BasicAuth is deprecated
+        pair = base64.b64encode(f"{auth[0]}:{auth[1].reveal()}".encode()).decode()
+        request_headers["Authorization"] = f"Basic {pair}"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
@@ -63,7 +66,6 @@ async def post(
                 url,
                 data=body,
                 headers=request_headers,
-                auth=basic,
                 ssl=tls,
                 allow_redirects=False,
             ) as response,
