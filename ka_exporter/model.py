@@ -195,7 +195,10 @@ class Model:
             router.silent = False
             self._emit(t, EventType.ROUTER_APPEARED, vrid.key, (router.address,), returning=1)
         self._update(vrid, router, advert)
-        vrid.next_deadline = self._next_deadline(vrid)
+        # Only this router's timers and the VRID's own moved: the earlier deadline stays a lower
+        # bound, so a VRID of many routers is rescanned once per interval, not once per advert.
+        due = min(vrid.next_deadline, self._due(vrid, router), vrid.lost_at)
+        vrid.next_deadline = due if vrid.split_brain else min(due, vrid.split_deadline)
 
     def advance(self, now: float) -> None:
         """Let time pass: silences, lost masters, debounced split-brain, expiry."""
@@ -338,6 +341,7 @@ class Model:
         vrid.routers[a.src] = router
         router.mac = a.mac
         self._emit(a.time, EventType.ROUTER_APPEARED, vrid.key, (a.src,))
+        self._tally(vrid, router, 1)
         self._check_config(vrid, a.time)
         return router
 
@@ -375,15 +379,19 @@ class Model:
                     new=a.priority,
                 )
             if config != r.config:
+                self._tally(vrid, r, -1)
                 r.retime()
+                self._tally(vrid, r, 1)
                 self._check_config(vrid, t)
+                if vrid.split_since is not None and r.address in vrid.acting:
+                    self._acting_changed(vrid, t, r)  # a master of the overlap got slower
             else:
                 r.retime()
         if a.priority:
             if r.address not in vrid.acting:
                 vrid.acting.add(r.address)
                 r.acting_since, r.acting_priority = t, a.priority
-                self._acting_changed(vrid, t)
+                self._acting_changed(vrid, t, r)
         else:
             r.resignations += 1
             if r.address in vrid.acting:
@@ -391,15 +399,19 @@ class Model:
                 self._emit(t, EventType.MASTER_RESIGNED, vrid.key, (r.address,))
                 self._acting_changed(vrid, t)
 
-    def _acting_changed(self, vrid: Vrid, t: float) -> None:
+    def _acting_changed(self, vrid: Vrid, t: float, joined: Router | None = None) -> None:
+        """`joined`: the router that began acting or, acting, changed its interval."""
         if len(vrid.acting) >= 2:
+            # The overlap is confirmed after `debounce` intervals of the slowest master in it:
+            # the two that began it, then each that joins (a shorter one never shortens it).
+            debounce = self.config.split_brain_debounce
             if vrid.split_since is None:
                 vrid.split_since = t
-            slowest = max(vrid.routers[a].interval for a in vrid.acting)
-            due = vrid.split_since + self.config.split_brain_debounce * slowest
-            vrid.split_deadline = max(
-                vrid.split_deadline if vrid.split_deadline < INFINITY else t, due
-            )
+                slowest = max(vrid.routers[a].interval for a in vrid.acting)
+                vrid.split_deadline = t + debounce * slowest
+            elif joined is not None:
+                due = vrid.split_since + debounce * joined.interval
+                vrid.split_deadline = max(vrid.split_deadline, due)
             vrid.lost_at = INFINITY
             return
         split_ended = vrid.split_brain
@@ -470,14 +482,12 @@ class Model:
         vrid.master_priority = new.acting_priority  # as it took over, whatever it says since
         self._claims.takeover(vrid.key, new.acting_since, new.vips)
 
+    def _tally(self, vrid: Vrid, r: Router, delta: int) -> None:
+        if vrid.tally(r, delta):
+            self._vip_index = None
+
     def _check_config(self, vrid: Vrid, t: float) -> None:
-        self._vip_index = None
-        configs = [r.config for r in vrid.routers.values()]
-        now = frozenset(
-            name
-            for name, names in MISMATCH_FIELDS.items()
-            if len({tuple(getattr(c, n) for n in names) for c in configs}) > 1
-        )
+        now = vrid.mismatched()
         for name in sorted(now - vrid.mismatches):
             self._emit(
                 t, EventType.CONFIG_MISMATCH_START, vrid.key, tuple(vrid.routers), field=name
@@ -487,25 +497,26 @@ class Model:
         vrid.mismatches = now
 
     def _next_deadline(self, vrid: Vrid) -> float:
+        """The exact next moment a timer of the VRID runs out; `_settle` relies on firing at
+        a moment earlier than that changing nothing, so a lower bound may stand in for it."""
         deadline = vrid.lost_at
         if not vrid.split_brain:
             deadline = min(deadline, vrid.split_deadline)
-        tolerance, expire, acting, resumed = (
-            self.config.master_tolerance,
-            self.config.expire_after,
-            vrid.acting,
-            vrid.resumed_at,
-        )
         for r in vrid.routers.values():
-            seen = r.last_seen if r.last_seen > resumed else resumed
-            if r.silent:
-                due = seen + expire * r.master_down_interval
-            else:
-                due = seen + r.master_down_interval
-            if r.address in acting:
-                due = min(due, seen + tolerance * r.interval)
-            deadline = min(deadline, due)
+            deadline = min(deadline, self._due(vrid, r))
         return deadline
+
+    def _due(self, vrid: Vrid, r: Router) -> float:
+        """When the router's next timer runs out: acting master, silence, or expiry."""
+        resumed = vrid.resumed_at
+        seen = r.last_seen if r.last_seen > resumed else resumed
+        if r.silent:
+            due = seen + self.config.expire_after * r.master_down_interval
+        else:
+            due = seen + r.master_down_interval
+        if r.address in vrid.acting:
+            due = min(due, seen + self.config.master_tolerance * r.interval)
+        return due
 
     def _settle(self, vrid: Vrid, now: float) -> None:
         """Apply, in time order, every timed change due by `now`."""
@@ -553,6 +564,7 @@ class Model:
                 expired.append(r.address)
         for address in expired:
             router = vrid.routers.pop(address)
+            self._tally(vrid, router, -1)
             self.budget.give()
             if address == vrid.master:  # silent through a split among others: nothing to lose
                 vrid.master, vrid.lost_at = None, INFINITY

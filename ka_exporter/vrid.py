@@ -67,6 +67,12 @@ MISMATCH_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_FIELD_INDEXES = {
+    name: tuple(RouterConfig._fields.index(n) for n in names)
+    for name, names in MISMATCH_FIELDS.items()
+}
+
+
 def master_down_interval(version: int, interval: float, priority: int) -> float:
     """RFC 3768/5798 §6.1: 3 x interval + skew; v2 skew is seconds, v3 scales with interval."""
     skew = (256 - priority) / 256
@@ -146,6 +152,26 @@ class Vrid:
     lost_at: float = INFINITY
     next_deadline: float = INFINITY
     resumed_at: float = -INFINITY  # its link came back up: silence counts from here, not before
+    # mismatch flag -> how many routers state each value: a tally, so that a router joining a
+    # VRID of thousands (a spoofing flood) costs the same as one joining a pair
+    settings: dict[str, Counter[tuple[object, ...]]] = field(
+        default_factory=lambda: {name: Counter() for name in MISMATCH_FIELDS}
+    )
+
+    def tally(self, router: Router, delta: int) -> bool:
+        """Counts a router's config in (1) or out (-1); True if the VIP lists stated changed."""
+        config = router.config
+        assert config is not None  # set as the router is made
+        vips_before = len(self.settings["vips"])
+        for name, indexes in _FIELD_INDEXES.items():
+            counts, value = self.settings[name], tuple(config[i] for i in indexes)
+            counts[value] += delta
+            if not counts[value]:
+                del counts[value]
+        return len(self.settings["vips"]) != vips_before
+
+    def mismatched(self) -> frozenset[str]:
+        return frozenset(name for name, counts in self.settings.items() if len(counts) > 1)
 
 
 @dataclass(frozen=True, slots=True)

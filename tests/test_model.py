@@ -221,6 +221,41 @@ def test_split_brain_debounce_is_configurable() -> None:
     assert start.time == pytest.approx(9.5)
 
 
+def test_a_master_slowing_down_in_the_overlap_lengthens_the_debounce() -> None:
+    """Two intervals of the slowest master in the overlap, also one that slowed down in it:
+    B begins at 5.5 (due 7.5 with 1 s intervals); A goes to 3 s at 6.0, so 11.5."""
+    stream = merged(every(A, 0.0, 6.0), every(A, 6.0, 20.0, interval_cs=300), every(B, 5.5, 20.0))
+    model = feed(Model(), stream)
+    (start,) = of(settle(model, 20.0), EventType.SPLIT_BRAIN_START)
+    assert start.time == pytest.approx(11.5) and start.detail["since"] == pytest.approx(5.5)
+
+
+def test_a_crowded_vrid_is_judged_as_a_pair_is() -> None:
+    """A VRID of 2,000 sources (a spoofing flood under the router cap) with one master: its
+    timers are kept without rescanning every router per advert; the events are those a pair's
+    would be, at their exact moments."""
+    spoofed = [f"198.51.{100 + n // 250}.{n % 250 + 1}" for n in range(2000)]
+    stream = merged(
+        every(A, 0.0, 30.0, prio=200),
+        *(every(src, 1.0 + n / 2000, 4.0, prio=0 if n % 2 else 100) for n, src in
+          enumerate(spoofed)),
+    )  # fmt: skip
+    model = feed(Model(), stream)
+    events = settle(model, 30.0)
+    starts = of(events, EventType.SPLIT_BRAIN_START)
+    # the first source with priority 100 overlapped A from 1.0: confirmed 2 intervals later
+    assert [(e.time, e.detail["since"]) for e in starts] == [(pytest.approx(3.0), 1.0)]
+    (end,) = of(events, EventType.SPLIT_BRAIN_END)
+    assert end.time == pytest.approx(1.999 + 2.0 + 1.5)  # the last of them past its tolerance
+    silent = of(events, EventType.ROUTER_SILENT)
+    assert len(silent) == 2000 and all(e.addresses[0] in spoofed for e in silent)
+    v = view(model, 30.0)
+    assert v.masters == (A,) and v.master == A and not v.mismatches
+    # 10 master-down intervals of silence later they are forgotten, the budget given back
+    settle(model, 50.0)
+    assert model.router_count == 1
+
+
 def test_resignation_is_immediate_counted_per_advert_and_reported_once() -> None:
     """keepalived MASTER -> FAULT sends two priority-0 adverts back to back (vrrp.md §4.1)."""
     stream = [*every(A, 0.0, 3.0, prio=200), advert(3.2, A, 0), advert(3.2, A, 0)]
