@@ -10,7 +10,8 @@ machine; the medians over several rounds are reported, with the range of the rat
 Two streams are measured: a synthetic site built here from scapy-made frames (40 VRIDs mixing
 VRRPv2 PASS and AH, VRRPv3 over IPv4 multicast, IPv6 and unicast, every master advertising each
 second, with occasional failovers and priority changes), and a replay of tests/data/vrrp-all.pcap.
-Each is run through ka_exporter's decoder alone and decoder + model, both as in steady state (a
+A third stream is one VRID of 2,000 sources, as a spoofing flood under the router cap
+makes it. Each is run through ka_exporter's decoder alone and decoder + model, both as in steady state (a
 master repeats the same message, so the decoder's memo of validated messages answers) and with
 the memo emptied before every frame (the flood case: every frame unseen).
 """
@@ -59,6 +60,7 @@ DESCRIPTION = "Decoder throughput against scapy's dissector, measured in one run
 TIMES, DASH = "\u00d7", "\u2013"  # for the Markdown tables
 TARGET = 30.0  # the issue's goal for decode + model, realistic stream, as a multiple of scapy
 SEGMENT = Segment("eth0")
+CROWD = 2_000  # sources in the crowded VRID: half the default router cap
 SLICE_NS = 2_000_000  # each case runs ~2 ms at a turn, then hands over to the next
 GROUP4 = "224.0.0.18"
 GROUP6 = "ff02::12"
@@ -232,6 +234,26 @@ def synthetic(n_frames: int, seed: int) -> tuple[Stream, list[tuple[int, int]]]:
         f" {failovers} failovers, {priority_changes} priority changes"
     )
     return Stream("synthetic site", description, frames), expected
+
+
+def crowded(n_routers: int, n_frames: int) -> Stream:
+    """One VRID of `n_routers` sources, each advertising every second: a spoofing flood kept
+    under the router cap, where a model that rescans a VRID's routers per advert slows down."""
+    templates = []
+    for n in range(n_routers):
+        src = f"10.1.{n // 250}.{n % 250 + 1}"
+        eth = Ether(src=f"52:54:01:00:{n >> 8:02x}:{n & 0xFF:02x}", dst="01:00:5e:00:00:12")
+        advert = VRRPv3(vrid=7, priority=100, adv=100, addrlist=["10.1.255.1"])
+        templates.append(bytes(eth / IP(src=src, dst=GROUP4, ttl=255) / advert))
+    frames = [
+        Frame(templates[i % n_routers], EPOCH + i / n_routers, LinkType.ETHERNET)
+        for i in range(n_frames)
+    ]
+    description = (
+        f"{n_frames:,} frames from {n_routers:,} sources in one VRID over"
+        f" {n_frames / n_routers:.0f} s, each advertising every second"
+    )
+    return Stream(f"one VRID of {n_routers:,} routers", description, frames)
 
 
 def replay(path: Path, name: str) -> Stream:
@@ -485,9 +507,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--seconds, --rounds and --frames must be positive")
 
     site, expected = synthetic(args.frames, args.seed)
-    streams = [site, replay(ROOT / PCAP, PCAP)]
+    streams = [site, replay(ROOT / PCAP, PCAP), crowded(CROWD, args.frames)]
     notes = []
-    for stream, exp in zip(streams, (expected, None), strict=True):
+    for stream, exp in zip(streams, (expected, None, None), strict=True):
         notes.append(f"{check(stream, exp)}; {model_events(stream)}")
     results = measure(streams, args.rounds, args.seconds)
     section = report(streams, notes, results, args.rounds)
