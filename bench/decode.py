@@ -7,13 +7,13 @@ case's rate as a ratio to scapy's `Ether(frame)` on the same frames, measured in
 Within a round the cases take turns in slices of about 2 ms, so they see the same moments of the
 machine; the medians over several rounds are reported, with the range of the ratios.
 
-Two streams are measured: a synthetic site built here from scapy-made frames (40 VRIDs mixing
+Three streams are measured: a synthetic site built here from scapy-made frames (40 VRIDs mixing
 VRRPv2 PASS and AH, VRRPv3 over IPv4 multicast, IPv6 and unicast, every master advertising each
-second, with occasional failovers and priority changes), and a replay of tests/data/vrrp-all.pcap.
-A third stream is one VRID of 2,000 sources, as a spoofing flood under the router cap
-makes it. Each is run through ka_exporter's decoder alone and decoder + model, both as in steady state (a
-master repeats the same message, so the decoder's memo of validated messages answers) and with
-the memo emptied before every frame (the flood case: every frame unseen).
+second, with occasional failovers and priority changes), a replay of tests/data/vrrp-all.pcap,
+and one VRID of 2,000 sources, as a spoofing flood under the router cap makes it. Each is run
+through ka_exporter's decoder alone and decoder + model, both as in steady state (a master
+repeats the same message, so the decoder's memo of validated messages answers) and with the memo
+emptied before every frame (the flood case: every frame unseen).
 """
 
 from __future__ import annotations
