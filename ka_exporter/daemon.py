@@ -144,7 +144,7 @@ class Daemon:
             __version__,
             self.settings.telemetry_path,
             self.model.carp_snapshot(now),
-            [s for s, link in self.links.items() if not link.up],
+            {s: self.model.down.get(s) for s, link in self.links.items() if not link.up},
             self.history,
             self.settings.peer_names,
             self.model.claims_snapshot(now),

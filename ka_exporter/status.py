@@ -10,7 +10,7 @@ strip and the event table are shared with analyze's HTML report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -278,15 +278,16 @@ class _Page:
     names: Names
     history: History
     hues: Mapping[str, str]  # the routers' colours, page-wide
+    down: Mapping[Segment, float | None]  # links down, since when (None: since before we knew)
 
 
 def _problems(
-    view: VridView, own: Ownership | None, since: Mapping[str, float]
+    view: VridView, own: Ownership | None, since: Mapping[str, float], down: float | None
 ) -> list[tuple[str, str, str, float | None]]:
     """(severity, text, explanation, since) for each thing wrong with the VRID."""
     found: list[tuple[str, str, str, float | None]] = []
     if view.link_down:
-        found.append(("warn", "LINK DOWN", "the interface is down: shown as last heard", None))
+        found.append(("warn", "LINK DOWN", "the interface is down: shown as last heard", down))
     if view.carp_collision:
         help_text = COLLISION_HELP.format(vrid=f"{view.key.vrid:02x}")
         found.append(("bad", COLLISION, help_text, since.get(COLLISION)))
@@ -328,7 +329,7 @@ def _row(
 ) -> tuple[int, str, list[tuple[str, str, float | None]]]:
     now, names = page.now, page.names
     track = page.history.track(view.key)
-    problems = _problems(view, own, track.problems)
+    problems = _problems(view, own, track.problems, page.down.get(view.key.segment.link))
     severity = 0 if any(p[0] == "bad" for p in problems) else 1 if problems else 2
     css = ("row-bad", "row-warn", "")[severity]
     badges = " ".join(badge(*p[:3]) for p in problems) or badge("ok", "OK")
@@ -423,7 +424,7 @@ def render(
     version: str,
     telemetry_path: str,
     carp: list[CarpView] | None = None,
-    links_down: Collection[Segment] = (),
+    links_down: Mapping[Segment, float | None] | None = None,
     history: History | None = None,
     names: Mapping[str, str] | None = None,
     claims: Sequence[ClaimView] = (),
@@ -434,7 +435,8 @@ def render(
     history = history or History()
     heard = [r.address for v in views for r in v.routers]
     spans = [a for v in views for s in history.track(v.key).spans for a in s.addresses]
-    page = _Page(now, Names(names), history, colours([*heard, *spans], Names(names)))
+    links_down = links_down or {}
+    page = _Page(now, Names(names), history, colours([*heard, *spans], Names(names)), links_down)
     rows: list[tuple[tuple[int, str], VridKey]] = []
     problems: list[Problem] = [("bad", "SPLIT-BRAIN ACROSS HOSTS", on, t) for on, t in across_hosts]
     problems += [
@@ -453,7 +455,10 @@ def render(
     bad = sum(1 for (severity, _), _ in rows if severity == 0)
     warn = sum(1 for (severity, _), _ in rows if severity == 1)
     if links_down:
-        down = ", ".join(sorted(s.interface for s in links_down))
+        down = ", ".join(
+            s.interface + (f" since {wall(t)}" if t is not None else "")
+            for s, t in sorted(links_down.items())
+        )
         kept = sum(1 for v in views if v.link_down)
         summary = ("warn", f"Link down: {down}; its {kept} VRIDs are held as last heard.")
     elif not rows and not problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -218,7 +219,7 @@ def test_link_down_holds_the_vrid_and_link_up_resumes(
     poll(lambda: exporter.metric(f"{link} 0.0"), 2)
     time.sleep(2.0)  # over 3 master-down intervals of silence
     assert exporter.metric(master)
-    assert "Link down: eth0" in exporter.get("/")[1]
+    assert re.search(r"Link down: eth0 since \d\d:\d\d:\d\d;", exporter.get("/")[1])
     netns.run(["ip", "-n", b, "link", "set", "eth0", "up"])
     poll(lambda: exporter.metric(f"{link} 1.0"), 3)
     for _ in range(5):

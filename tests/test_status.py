@@ -142,11 +142,14 @@ def test_vlans_carp_and_a_collision() -> None:
 def test_link_down_is_said_and_no_vrid_of_it_has_no_master() -> None:
     model, now = trunk_model(down=True)
     views = model.snapshot(now)
-    html = render(views, {}, now, "h", "v", "/metrics", model.carp_snapshot(now), [ETH0])
-    assert "Link down: eth0; its 3 VRIDs are held as last heard." in html
+    html = render(views, {}, now, "h", "v", "/metrics", model.carp_snapshot(now), model.down)
+    went = wall(now - 600)  # the moment the model was told, not when the page is drawn
+    assert f"Link down: eth0 since {went}; its 3 VRIDs are held as last heard." in html
     assert "No VRRP adverts heard yet." not in html
     assert "NO MASTER" not in html
     assert html.count(">LINK DOWN<") == 3 + 1  # every VRID, and the CARP group not colliding
+    banner = html[html.index('id="summary"') : html.index("</div>", html.index('id="summary"'))]
+    assert banner.count(f">{went}</span>") == 3  # each VRID's LINK DOWN in the list, since then
 
 
 # --- history: banner, timeline, events, priorities, gone routers -------------------------------
