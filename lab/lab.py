@@ -18,18 +18,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Self, TypeVar
 
 from lab import addressing, firewall, netns
 from lab.config import Instance, render_config
 from lab.procs import (
+    ExitSignals,
     File,
     Processes,
     Stage,
@@ -99,40 +99,6 @@ class Node:
         return self.workdir / f"{self.name}.{suffix}"
 
 
-_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
-class _ExitSignals:
-    """Turns SIGTERM and SIGHUP into SystemExit while labs are open, so `with Lab()` unwinds and
-    cleans up instead of the process dying on the spot with its daemons still running."""
-
-    def __init__(self) -> None:
-        self._users = 0
-        self._installed: list[signal.Signals] = []
-
-    def acquire(self) -> bool:
-        if threading.current_thread() is not threading.main_thread():
-            return False  # only the main thread may install handlers
-        if self._users == 0:
-            # a signal the program already handles itself is left alone
-            self._installed = [s for s in _EXIT_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
-            for sig in self._installed:
-                signal.signal(sig, _exit_on_signal)
-        self._users += 1
-        return True
-
-    def release(self) -> None:
-        self._users -= 1
-        if self._users == 0 and threading.current_thread() is threading.main_thread():
-            for sig in self._installed:
-                signal.signal(sig, signal.SIG_DFL)
-            self._installed = []
-
-
 def _new_prefix() -> str:
     taken = {name.split("-", 1)[0] for name in netns.names()}
     while (prefix := f"ka{secrets.token_hex(2)}") in taken:
@@ -152,7 +118,7 @@ class Lab:
     orphaned VRRP child can be reaped after a simulated crash.
     """
 
-    _exit_signals = _ExitSignals()
+    _exit_signals = ExitSignals()
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
@@ -21,6 +22,7 @@ File = int | IO[Any] | None
 
 # What ends a lab's Python early; the lab turns SIGTERM and SIGHUP into SystemExit like Ctrl-C.
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Stage(enum.IntEnum):
@@ -29,6 +31,37 @@ class Stage(enum.IntEnum):
     DAEMON = 0
     CAPTURE = 1
     READER = 2
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+class ExitSignals:
+    """Turns SIGTERM and SIGHUP into SystemExit while labs are open, so `with Lab()` unwinds and
+    cleans up instead of the process dying on the spot with its daemons still running."""
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._installed: list[signal.Signals] = []
+
+    def acquire(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False  # only the main thread may install handlers
+        if self._users == 0:
+            # a signal the program already handles itself is left alone
+            self._installed = [s for s in _EXIT_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
+            for sig in self._installed:
+                signal.signal(sig, _exit_on_signal)
+        self._users += 1
+        return True
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0 and threading.current_thread() is threading.main_thread():
+            for sig in self._installed:
+                signal.signal(sig, signal.SIG_DFL)
+            self._installed = []
 
 
 @contextlib.contextmanager

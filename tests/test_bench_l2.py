@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.live import QUICK, Plan
-from bench.live.l2 import STORM_ADDRESSES, run_l2
+from bench.live.l2 import run_l2
+from bench.live.l2_frames import STORM_ADDRESSES
 from ka_exporter.claims import MACS_PER_ADDRESS
 
 STORM = 12_000  # two passes over the addresses

@@ -1,5 +1,6 @@
 """Which way imports go: the exporter stands alone, lab/ is the harness that tests and bench share,
-and nothing imports the tests. Read from the source with ast, imports inside functions included."""
+and nothing imports the tests; and no module grows past what a reader takes in. Read from the source
+with ast, imports inside functions included."""
 
 from __future__ import annotations
 
@@ -141,3 +142,16 @@ def test_only_the_ka_notify_app_imports_it() -> None:
         if within(module, "ka_exporter.notify")
     ]
     assert not wrong, "\n".join(wrong)
+
+
+# past this a module holds more than one job and wants splitting along its own sections
+MAX_LINES = 600
+
+
+def test_no_module_outside_the_tests_is_over_the_size_a_reader_takes_in() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for path in sources("ka_exporter") + sources("lab") + sources("bench")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    ]
+    assert not long, "\n".join(long)
