@@ -116,7 +116,7 @@ def event_latency(events: int, state_root: Path) -> list[float]:
                 event = Event(now, EventType.SPLIT_BRAIN_START, key, ("192.0.2.1", "192.0.2.2"))
                 before = set(_Ok.arrived)
                 start = time.perf_counter()
-                alerting.feed([event], [], {}, now)
+                alerting.feed([event], set(), now)
                 while not (new := set(_Ok.arrived) - before):
                     await asyncio.sleep(0.001)
                 latencies.append((_Ok.arrived[new.pop()] - start) * 1000)

@@ -70,17 +70,12 @@ class Alerting:
         self.worker.poke()
 
     def feed(
-        self,
-        events: Iterable[Event],
-        views: Iterable[VridView],
-        addresses: Mapping[str, frozenset[str]],
-        now: float,
+        self, events: Iterable[Event], held_wrongly: set[tuple[VridKey, str]], now: float
     ) -> None:
-        """One tick of the model: its events and the change in VIP ownership."""
+        """One tick of the model: its events, and the VIPs held wrongly now (`owned`)."""
         alerts = [alert for event in events for alert in self.events.feed(event)]
-        current = owned(views, addresses)
-        alerts += ownership_alerts(self._owned, current, now, self.context)
-        self._owned = current
+        alerts += ownership_alerts(self._owned, held_wrongly, now, self.context)
+        self._owned = held_wrongly
         self.commit(alerts, now)
 
     async def run(self) -> None:

@@ -19,6 +19,8 @@ from ka_exporter.model import INFINITY, Event, EventType, Reason, VridKey
 # Problems a VRID can have, as the status page names them.
 SPLIT_BRAIN, NO_MASTER, COLLISION = "SPLIT-BRAIN", "NO MASTER", "CARP COLLISION"
 VIP_CONFLICT = "VIP CONFLICT"  # named with its address: one problem per VIP
+# this host's VIPs against the wire (ownership.py), by the kind alerter.owned names
+HELD_WRONGLY = {"duplicate": "DUPLICATE VIP", "orphan": "ORPHAN VIP"}
 YIELDING = frozenset((Reason.PREEMPTED, Reason.PRIORITY_DROPPED, Reason.SPLIT_BRAIN_END))
 
 
@@ -96,24 +98,39 @@ class History:
         self.recent: deque[Event] = deque(maxlen=max_events)
         self.tracks: OrderedDict[VridKey, Track] = OrderedDict()  # least recently changed first
         self._pruned = -INFINITY
+        self._held_wrongly: set[tuple[VridKey, str]] = set()
 
     def feed(self, events: Iterable[Event], now: float) -> None:
         for event in events:
             self.recent.append(event)
-            track = self.tracks.get(event.key)
-            if track is None:
-                track = self.tracks[event.key] = Track(priorities=deque(maxlen=self.max_priorities))
-                if len(self.tracks) > self.max_keys:
-                    self.tracks.popitem(last=False)
-            else:
-                self.tracks.move_to_end(event.key)
-            self._fold(track, event)
+            self._fold(self._changing(event.key), event)
         self._prune(now)
+
+    def own(self, held_wrongly: set[tuple[VridKey, str]], now: float) -> None:
+        """This host's VIPs held wrongly now, as `alerter.owned` gives them: no event says when
+        that began (netlink and the wire each change it), so the first time it is seen does."""
+        for key, kind in held_wrongly - self._held_wrongly:
+            self._changing(key).problems[HELD_WRONGLY[kind]] = now
+        for key, kind in self._held_wrongly - held_wrongly:
+            if (track := self.tracks.get(key)) is not None:
+                track.problems.pop(HELD_WRONGLY[kind], None)
+        self._held_wrongly = set(held_wrongly)
 
     def track(self, key: VridKey) -> Track:
         return self.tracks.get(key) or Track()
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _changing(self, key: VridKey) -> Track:
+        """The VRID's track, made the most recently changed (the last a flood evicts)."""
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = Track(priorities=deque(maxlen=self.max_priorities))
+            if len(self.tracks) > self.max_keys:
+                self.tracks.popitem(last=False)
+        else:
+            self.tracks.move_to_end(key)
+        return track
 
     def _fold(self, track: Track, e: Event) -> None:
         t, kind, detail = e.time, e.type, e.detail

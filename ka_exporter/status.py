@@ -16,6 +16,7 @@ from functools import partial
 
 from ka_exporter.history import (
     COLLISION,
+    HELD_WRONGLY,
     NO_MASTER,
     SPLIT_BRAIN,
     VIP_CONFLICT,
@@ -299,10 +300,10 @@ def _problems(
         found.append(("warn", text, CONFIRMING_HELP, max(acting, default=None)))
     if not view.masters and not view.link_down:
         found.append(("bad", NO_MASTER, "", since.get(NO_MASTER)))
-    if own is not None and own.duplicate:
-        found.append(("bad", "DUPLICATE VIP", "", None))
-    if own is not None and own.orphan:
-        found.append(("bad", "ORPHAN VIP", "", None))
+    if own is not None:
+        for on, kind in ((own.duplicate, "duplicate"), (own.orphan, "orphan")):
+            if on:
+                found.append(("bad", HELD_WRONGLY[kind], "", since.get(HELD_WRONGLY[kind])))
     found += [
         ("warn", f"{name} mismatch", "", since.get(f"{name} mismatch"))
         for name in sorted(view.mismatches)

@@ -31,7 +31,7 @@ def test_events_reach_the_webhook_within_a_second(tmp_path: Path, receiver: Rece
         task = asyncio.create_task(alerting.run())
         try:
             start = time.monotonic()
-            alerting.feed(events, [view((A,))], {"": frozenset({B})}, time.time())
+            alerting.feed(events, owned([view((A,))], {"": frozenset({B})}), time.time())
             while len(receiver.unique()) < 2 and time.monotonic() - start < 5:
                 await asyncio.sleep(0.01)
             return time.monotonic() - start
@@ -61,9 +61,9 @@ def test_ownership_changes_fire_and_resolve(tmp_path: Path, receiver: Receiver) 
     async def scenario() -> None:
         task = asyncio.create_task(alerting.run())
         try:
-            alerting.feed([], [view((A,))], backup_holding_vip, 10.0)  # fires
-            alerting.feed([], [view((A,))], backup_holding_vip, 11.0)  # still: nothing new
-            alerting.feed([], [view((A,))], {"": frozenset({B})}, 12.0)  # resolves
+            alerting.feed([], owned([view((A,))], backup_holding_vip), 10.0)  # fires
+            alerting.feed([], owned([view((A,))], backup_holding_vip), 11.0)  # still: nothing new
+            alerting.feed([], owned([view((A,))], {"": frozenset({B})}), 12.0)  # resolves
             deadline = time.monotonic() + 5
             while len(receiver.unique()) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)

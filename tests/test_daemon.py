@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import shutil
@@ -157,11 +158,19 @@ def test_live_adverts_and_vip_ownership(wire: tuple[str, str], exporter: Exporte
     poll(lambda: exporter.metric(master), 2)
     vip = labels(b, 7, vip="192.0.2.77")
     assert exporter.metric(f"vrrp_local_vip{vip} 0.0")
+    added = int(time.time())
     netns.run(["ip", "-n", b, "addr", "add", "192.0.2.77/24", "dev", "eth0"])
     # the issue's bound for an address change to show is 100 ms; scrape time is part of it
     elapsed = poll(lambda: exporter.metric(f"vrrp_local_vip{vip} 1.0"), 1.0)
     assert elapsed < 0.1 + 0.2, f"address change took {elapsed:.3f} s to show"
     assert exporter.metric(f"vrrp_duplicate_vip{labels(b, 7)} 1.0")  # someone else is master
+    # the page dates it from when the address came, to the second
+    found = re.search(
+        r"DUPLICATE VIP on VRID 7 \(.*?\) since <span title=\"([^\"]+)\"", exporter.get("/")[1]
+    )
+    assert found, exporter.get("/")[1]
+    since = calendar.timegm(time.strptime(found[1], "%Y-%m-%d %H:%M:%S UTC"))
+    assert added <= since <= added + 2
     code, took = exporter.stop()
     assert code == 0
     assert took < 1.0

@@ -8,6 +8,7 @@ from itertools import pairwise
 import pytest
 
 from ka_exporter.history import (
+    HELD_WRONGLY,
     NO_MASTER,
     SPLIT_BRAIN,
     Departure,
@@ -173,6 +174,19 @@ def test_problems_and_their_start() -> None:
     ]
     assert NO_MASTER not in track.problems
     assert track.gone == {A: Departure(30, "silent")}
+
+
+def test_a_vip_held_wrongly_dates_from_when_it_was_first_seen() -> None:
+    history, other = History(), VridKey(Segment("eth0"), "ipv4", 52)
+    history.own({(KEY, "duplicate")}, 10)
+    history.own({(KEY, "duplicate"), (other, "orphan")}, 11)
+    assert history.track(KEY).problems == {HELD_WRONGLY["duplicate"]: 10}
+    assert history.track(other).problems == {HELD_WRONGLY["orphan"]: 11}
+    history.own({(KEY, "orphan")}, 12)  # the master we deferred to fell silent
+    assert history.track(KEY).problems == {HELD_WRONGLY["orphan"]: 12}
+    assert history.track(other).problems == {}
+    history.own(set(), 13)
+    assert history.track(KEY).problems == {}
 
 
 def test_window_bounds_spans_and_departures() -> None:

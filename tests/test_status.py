@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ka_exporter.alerter import owned
 from ka_exporter.decode import Claim, LinkType
 from ka_exporter.history import History
 from ka_exporter.model import Event, EventType, Model, Segment, VridKey
@@ -75,6 +76,16 @@ def test_backup_holding_a_vip_is_a_duplicate() -> None:
     assert [css for css, _ in found] == ["bad", "", "", "", ""]
     assert "DUPLICATE VIP" in found[0][1]
     assert "<b>51</b>" in found[0][1]
+
+
+def test_a_duplicate_vip_says_since_when() -> None:
+    model, history, now, _ = replayed(10.0)
+    views = model.snapshot(now)
+    history.own(owned(views, NODE2), now - 3)
+    html = render(views, NODE2, now, "node2", "1.2.3", "/metrics", None, (), history)
+    banner = html.split('<ul id="problems">')[1].split("</ul>")[0]
+    assert "DUPLICATE VIP on VRID 51 (eth0) since <span" in banner
+    assert f">{wall(now - 3)}</span>" in banner
 
 
 def test_split_brain_rows_come_first_and_say_so() -> None:
