@@ -34,12 +34,7 @@ def owned(
         held = addresses.get(view.key.segment.netns)
         if held is None:
             continue
-        own = ownership(view, held)
-        pairs |= {
-            (view.key, kind)
-            for kind, on in (("duplicate", own.duplicate), ("orphan", own.orphan))
-            if on
-        }
+        pairs |= {(view.key, kind) for kind in ownership(view, held).wrongly}
     return pairs
 
 

@@ -22,6 +22,12 @@ class Ownership:
     def holds(self) -> bool:
         return any(self.vips.values())
 
+    @property
+    def wrongly(self) -> tuple[str, ...]:
+        """How this host holds the VRID's VIPs wrongly: "duplicate", "orphan", or not at all."""
+        kinds = (("duplicate", self.duplicate), ("orphan", self.orphan))
+        return tuple(kind for kind, on in kinds if on)
+
 
 def ownership(view: VridView, local: frozenset[str]) -> Ownership:
     vips = sorted({vip for router in view.routers for vip in router.vips})

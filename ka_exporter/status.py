@@ -301,9 +301,8 @@ def _problems(
     if not view.masters and not view.link_down:
         found.append(("bad", NO_MASTER, "", since.get(NO_MASTER)))
     if own is not None:
-        for on, kind in ((own.duplicate, "duplicate"), (own.orphan, "orphan")):
-            if on:
-                found.append(("bad", HELD_WRONGLY[kind], "", since.get(HELD_WRONGLY[kind])))
+        names = [HELD_WRONGLY[kind] for kind in own.wrongly]
+        found += [("bad", name, "", since.get(name)) for name in names]
     found += [
         ("warn", f"{name} mismatch", "", since.get(f"{name} mismatch"))
         for name in sorted(view.mismatches)
